@@ -1,0 +1,109 @@
+# clearance-operator Makefile (kubebuilder v4 layout).
+# Every tool is pinned in a tools module under hack/tools and built into bin/,
+# so a fresh clone needs nothing but Go and make.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+IMG ?= clearance-operator:dev
+LOCALBIN := $(CURDIR)/bin
+CONTROLLER_GEN := $(LOCALBIN)/controller-gen
+GOLANGCI_LINT := $(LOCALBIN)/golangci-lint
+FUZZTIME ?= 10s
+GO_TEST_FLAGS ?=
+
+# The test control plane (kube-apiserver, etcd, kubectl) is built from source
+# by hack/build-envtest-assets.sh. A KUBEBUILDER_ASSETS set by the user wins.
+KUBE_VERSION := $(shell awk '$$1=="require" && $$2=="k8s.io/kubernetes" {sub(/^v/,"",$$3); print $$3}' hack/tools/kube/go.mod)
+ENVTEST_ASSETS_DIR := $(LOCALBIN)/k8s/$(KUBE_VERSION)
+KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS_DIR)
+export KUBEBUILDER_ASSETS
+KUBECTL ?= $(ENVTEST_ASSETS_DIR)/kubectl
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: envtest-assets
+envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s/<version> (first time: ~4 minutes).
+	@hack/build-envtest-assets.sh >/dev/null
+
+.PHONY: test
+test: manifests generate fmt vet envtest-assets ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
+	go test $(GO_TEST_FLAGS) ./...
+	hack/fuzz.sh $(FUZZTIME)
+
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME each.
+	hack/fuzz.sh $(FUZZTIME)
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: ## Regenerate code and manifests, tidy modules, and fail on any difference.
+	hack/verify.sh
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager binary into bin/manager.
+	go build -o $(LOCALBIN)/manager .
+
+.PHONY: run
+run: manifests generate ## Run the manager against the current kubeconfig.
+	go run . $(ARGS)
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests envtest-assets ## Install the CRD into the current cluster.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: manifests envtest-assets ## Remove the CRD from the current cluster.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests envtest-assets ## Deploy the operator with kustomize, using image IMG.
+	hack/deploy.sh $(KUBECTL) $(IMG)
+
+.PHONY: undeploy
+undeploy: envtest-assets ## Remove the operator deployed by make deploy.
+	$(KUBECTL) delete --ignore-not-found -k config/default
+
+##@ Tools
+
+$(CONTROLLER_GEN): hack/tools/codegen/go.mod
+	cd hack/tools/codegen && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(GOLANGCI_LINT): hack/tools/lint/go.mod
+	cd hack/tools/lint && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
