@@ -1,0 +1,586 @@
+// Package controller holds the ClearanceCredential controller: it mints
+// Clearance access tokens into target Secrets and renews them ahead of expiry.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+	"github.com/clearance-operator/clearance-operator/internal/clearance"
+)
+
+// Minter is the part of the STS client the controller uses.
+type Minter interface {
+	LoadConnectionFile(data []byte) (*clearance.ConnectionFile, error)
+	Mint(ctx context.Context, req clearance.MintRequest) (*clearance.Token, error)
+}
+
+// Event reasons.
+const (
+	EventMinted         = "Minted"
+	EventRenewed        = "Renewed"
+	EventMintFailed     = "MintFailed"
+	EventTargetConflict = "TargetConflict"
+)
+
+// secretWriteTimeout bounds a Secret write that runs detached from the
+// reconcile context, so a shutdown lets an in-flight write finish.
+const secretWriteTimeout = 20 * time.Second
+
+// pendingMargin: a minted-but-unwritten token is only written later if it
+// stays valid at least this long, so we never store a token about to expire.
+const pendingMargin = 30 * time.Second
+
+// ClearanceCredentialReconciler keeps a valid Clearance access token in the
+// target Secret of every ClearanceCredential.
+type ClearanceCredentialReconciler struct {
+	// Client reads ClearanceCredentials and managed Secrets from the cache and writes.
+	client.Client
+	// APIReader reads from the apiserver directly: connection Secrets (never
+	// cached) and target Secrets the cache cannot vouch for.
+	APIReader client.Reader
+	// SecretMetadata serves Secret metadata (resourceVersion only) from a
+	// metadata-only cache, to notice connection Secret changes without holding
+	// any Secret data.
+	SecretMetadata client.Reader
+	Minter         Minter
+	Recorder       events.EventRecorder
+	Clock          clock.PassiveClock
+	// Jitter returns a number in [0, 1); nil uses math/rand/v2.
+	Jitter func() float64
+
+	mu       sync.Mutex
+	pending  map[types.NamespacedName]*mintedToken
+	failures map[types.NamespacedName]*failureState
+	sources  map[types.NamespacedName]*sourceState
+	written  map[types.NamespacedName]time.Time
+}
+
+// failureState remembers the last failed mint, so that events unrelated to the
+// inputs do not cause another request before the backoff elapses.
+type failureState struct {
+	inputs  string
+	retryAt time.Time
+}
+
+// sourceState remembers the connection file seen at a resourceVersion, so the
+// connection Secret is read from the apiserver only when it changed.
+type sourceState struct {
+	ref             clearancev1alpha1.SecretKeyRef
+	resourceVersion string
+	hash            string
+	file            *clearance.ConnectionFile
+}
+
+// reconcileState is what the steps of one reconcile share.
+type reconcileState struct {
+	cred       *clearancev1alpha1.ClearanceCredential
+	key        types.NamespacedName
+	now        time.Time
+	target     *corev1.Secret
+	stored     *StoredToken
+	connection *clearance.ConnectionFile
+	connHash   string
+	specHash   string
+	decision   MintDecision
+	minted     *mintedToken
+	result     ctrl.Result
+	done       bool
+}
+
+// +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile gets the credential, then runs small steps that each own their
+// conditions; one deferred status patch writes what changed.
+func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	cred := &clearancev1alpha1.ClearanceCredential{}
+	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !cred.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	before := cred.Status.DeepCopy()
+	patchBase := client.MergeFrom(cred.DeepCopy())
+	defer func() {
+		cred.Status.ObservedGeneration = cred.Generation
+		if equality.Semantic.DeepEqual(*before, cred.Status) {
+			return
+		}
+		if err := r.Status().Patch(ctx, cred, patchBase); err != nil && !apierrors.IsNotFound(err) {
+			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+		}
+	}()
+
+	s := &reconcileState{cred: cred, key: req.NamespacedName, now: r.Clock.Now(), specHash: specHash(cred)}
+	steps := []func(context.Context, *reconcileState) error{
+		r.readTarget, r.checkSuspended, r.readSource, r.decide, r.mint, r.writeTarget,
+	}
+	for _, step := range steps {
+		if err := step(ctx, s); err != nil || s.done {
+			return s.result, err
+		}
+	}
+	return s.result, nil
+}
+
+// specHash covers the spec fields that change what is minted; other fields
+// (renewBefore, secretTemplate, suspend) apply without a new token.
+func specHash(cred *clearancev1alpha1.ClearanceCredential) string {
+	key := cred.Spec.ConnectionSecretRef.Key
+	if key == "" {
+		key = clearancev1alpha1.DefaultConnectionSecretKey
+	}
+	enc := string(cred.Spec.TokenRequestEncoding)
+	if enc == "" {
+		enc = string(clearancev1alpha1.TokenRequestEncodingForm)
+	}
+	return shortHash(cred.Spec.ConnectionSecretRef.Name, key, cred.Spec.Audience, enc)
+}
+
+// readTarget finds the target Secret. The cache holds only managed Secrets,
+// so a miss (or a cached copy older than our last write) is confirmed with
+// one direct GET: a foreign Secret of that name must never be overwritten.
+func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, s *reconcileState) error {
+	key := types.NamespacedName{Namespace: s.cred.Namespace, Name: s.cred.Spec.SecretName}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	switch {
+	case apierrors.IsNotFound(err) || (err == nil && r.cacheBehind(s.key, secret)):
+		secret = &corev1.Secret{}
+		err = r.APIReader.Get(ctx, key, secret)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading target Secret: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("reading target Secret: %w", err)
+	}
+	if !controlledBy(secret, s.cred) {
+		msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", key.Name)
+		if !meta.IsStatusConditionPresentAndEqual(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled, metav1.ConditionTrue) ||
+			meta.FindStatusCondition(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled).Reason != clearancev1alpha1.ReasonTargetConflict {
+			r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", msg)
+		}
+		r.setStalled(s, clearancev1alpha1.ReasonTargetConflict, msg)
+		s.cred.Status.ExpiresAt, s.cred.Status.RenewalTime = nil, nil
+		r.observeReady(s.cred, false, nil, nil)
+		s.done = true // the metadata watch on Secrets brings us back when it goes away
+		return nil
+	}
+	s.target = secret
+	s.stored = storedTokenFrom(secret)
+	return nil
+}
+
+// cacheBehind reports whether the cached target predates our last write.
+func (r *ClearanceCredentialReconciler) cacheBehind(key types.NamespacedName, cached *corev1.Secret) bool {
+	r.mu.Lock()
+	last, ok := r.written[key]
+	r.mu.Unlock()
+	if !ok {
+		return false
+	}
+	return parseTime(cached.Annotations[annotationIssuedAt]).Before(last)
+}
+
+// checkSuspended stops here when spec.suspend is set, reporting on what is stored.
+func (r *ClearanceCredentialReconciler) checkSuspended(_ context.Context, s *reconcileState) error {
+	if !s.cred.Spec.Suspend {
+		return nil
+	}
+	s.done = true
+	meta.RemoveStatusCondition(&s.cred.Status.Conditions, clearancev1alpha1.ConditionReconciling)
+	meta.RemoveStatusCondition(&s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled)
+	if s.stored != nil && s.stored.HasToken && s.now.Before(s.stored.ExpiresAt) {
+		r.setReady(s, metav1.ConditionTrue, clearancev1alpha1.ReasonSuspended,
+			fmt.Sprintf("minting suspended; the stored token is valid until %s", formatTime(s.stored.ExpiresAt)))
+		s.cred.Status.ExpiresAt = metaTime(s.stored.ExpiresAt)
+		s.cred.Status.RenewalTime = nil
+		r.observeReady(s.cred, true, &s.stored.ExpiresAt, nil)
+		s.result = ctrl.Result{RequeueAfter: s.stored.ExpiresAt.Sub(s.now)} // to report the expiry
+		return nil
+	}
+	r.setReady(s, metav1.ConditionFalse, clearancev1alpha1.ReasonSuspended, "minting suspended; no valid token is stored")
+	s.cred.Status.RenewalTime = nil
+	r.observeReady(s.cred, false, nil, nil)
+	return nil
+}
+
+// readSource loads the connection file. The Secret is read with a direct GET
+// (connection Secrets are never cached) only when its resourceVersion in the
+// metadata-only cache differs from the one last read.
+func (r *ClearanceCredentialReconciler) readSource(ctx context.Context, s *reconcileState) error {
+	ref := s.cred.Spec.ConnectionSecretRef
+	if ref.Key == "" {
+		ref.Key = clearancev1alpha1.DefaultConnectionSecretKey
+	}
+	srcKey := types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}
+
+	md := &metav1.PartialObjectMetadata{}
+	md.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.SecretMetadata.Get(ctx, srcKey, md); err == nil {
+		r.mu.Lock()
+		known := r.sources[s.key]
+		r.mu.Unlock()
+		if known != nil && known.ref == ref && known.resourceVersion == md.ResourceVersion {
+			s.connection, s.connHash = known.file, known.hash
+			return nil
+		}
+	}
+
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, srcKey, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return r.sourceProblem(s, clearancev1alpha1.ReasonConnectionSecretNotFound,
+				fmt.Sprintf("connection Secret %q not found in namespace %q; the token is renewed once it exists", ref.Name, s.cred.Namespace))
+		}
+		return fmt.Errorf("reading connection Secret: %w", err)
+	}
+	data, ok := secret.Data[ref.Key]
+	if !ok {
+		return r.sourceProblem(s, clearancev1alpha1.ReasonConnectionSecretNotFound,
+			fmt.Sprintf("connection Secret %q has no key %q", ref.Name, ref.Key))
+	}
+	file, err := r.Minter.LoadConnectionFile(data)
+	if err != nil {
+		// The parser's messages name the field and the problem, never the content.
+		return r.sourceProblem(s, clearancev1alpha1.ReasonConnectionInvalid,
+			fmt.Sprintf("connection Secret %q key %q: %v", ref.Name, ref.Key, err))
+	}
+	s.connection, s.connHash = file, shortHash(string(data))
+	r.mu.Lock()
+	r.sources[s.key] = &sourceState{ref: ref, resourceVersion: secret.ResourceVersion, hash: s.connHash, file: file}
+	r.mu.Unlock()
+	return nil
+}
+
+// sourceProblem reports a connection Secret the user has to fix. The stored
+// token is left in place; the Secret watch brings us back when it changes.
+func (r *ClearanceCredentialReconciler) sourceProblem(s *reconcileState, reason, msg string) error {
+	s.done = true
+	r.mu.Lock()
+	delete(r.sources, s.key)
+	r.mu.Unlock()
+	r.setStalled(s, reason, msg)
+	valid := s.stored != nil && s.stored.HasToken && s.now.Before(s.stored.ExpiresAt)
+	if valid {
+		r.observeReady(s.cred, false, &s.stored.ExpiresAt, nil)
+		s.result = ctrl.Result{RequeueAfter: s.stored.ExpiresAt.Sub(s.now)}
+	} else {
+		r.observeReady(s.cred, false, nil, nil)
+	}
+	return nil
+}
+
+// decide applies the pure policy; when no token is needed it reports the
+// stored one and schedules the next look at its renewal time.
+func (r *ClearanceCredentialReconciler) decide(ctx context.Context, s *reconcileState) error {
+	s.decision = DecideMint(MintInput{
+		Now:            s.now,
+		Stored:         s.stored,
+		ConnectionHash: s.connHash,
+		SpecHash:       s.specHash,
+		RefreshRequest: s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],
+	})
+	if s.decision.Mint() {
+		return r.gateRetry(s)
+	}
+
+	r.mu.Lock()
+	delete(r.failures, s.key)
+	delete(r.pending, s.key)
+	r.mu.Unlock()
+	if !templateApplied(s.cred, s.target) {
+		if err := r.apply(ctx, reapplySecret(s.cred, s.target)); err != nil {
+			return fmt.Errorf("updating target Secret metadata: %w", err)
+		}
+	}
+	st := s.stored
+	r.setTokenStatus(s, st.IssuedAt, st.ExpiresAt, s.decision.RenewAt,
+		s.target.Annotations[annotationTokenEndpoint], s.target.Annotations[annotationKeyID])
+	s.result = ctrl.Result{RequeueAfter: s.decision.RenewAt.Sub(s.now)}
+	s.done = true
+	log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", st.ExpiresAt, "renewAt", s.decision.RenewAt)
+	return nil
+}
+
+// mintInputs identifies what a mint would be made from.
+func (s *reconcileState) mintInputs() string {
+	return s.connHash + "/" + s.specHash + "/" + s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation]
+}
+
+// gateRetry holds back a mint while a failure backoff for the same inputs
+// runs, and picks up a token that was minted but not yet written.
+func (r *ClearanceCredentialReconciler) gateRetry(s *reconcileState) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	inputs := s.mintInputs()
+	if p := r.pending[s.key]; p != nil {
+		if p.connectionHash+"/"+p.specHash+"/"+p.refreshRequest == inputs && s.now.Add(pendingMargin).Before(p.token.ExpiresAt) {
+			s.minted = p
+			return nil
+		}
+		delete(r.pending, s.key)
+	}
+	if f := r.failures[s.key]; f != nil && f.inputs == inputs && s.now.Before(f.retryAt) {
+		s.result = ctrl.Result{RequeueAfter: f.retryAt.Sub(s.now)}
+		s.done = true
+	}
+	return nil
+}
+
+// mint makes one token request (the STS client fails over between addresses).
+func (r *ClearanceCredentialReconciler) mint(ctx context.Context, s *reconcileState) error {
+	if s.minted != nil {
+		return nil // minted earlier, not yet written
+	}
+	logger := log.FromContext(ctx)
+	logger.V(1).Info("requesting a token", "reason", s.decision.Reason)
+	enc := clearance.EncodingForm
+	if s.cred.Spec.TokenRequestEncoding == clearancev1alpha1.TokenRequestEncodingJSON {
+		enc = clearance.EncodingJSON
+	}
+	start := time.Now()
+	token, err := r.Minter.Mint(ctx, clearance.MintRequest{Connection: s.connection, Audience: s.cred.Spec.Audience, Encoding: enc})
+	tokenRequestDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return r.mintFailed(ctx, s, err)
+	}
+	tokenRequests.WithLabelValues(outcomeSuccess).Inc()
+
+	var renewBefore *time.Duration
+	if rb := s.cred.Spec.RenewBefore; rb != nil {
+		renewBefore = &rb.Duration
+	}
+	renewAt, tooLong := ScheduleRenewal(token.IssuedAt, token.ExpiresAt, renewBefore, r.jitter())
+	s.minted = &mintedToken{
+		token: token, connection: s.connection, connectionHash: s.connHash, specHash: s.specHash,
+		refreshRequest: s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],
+		renewAt:        renewAt, renewTooLong: tooLong,
+	}
+	// Kept until written: a failed write is retried with this token instead of minting again.
+	r.mu.Lock()
+	r.pending[s.key] = s.minted
+	delete(r.failures, s.key)
+	r.mu.Unlock()
+	return nil
+}
+
+// mintFailed classifies a failed mint, keeps the stored token and schedules
+// the retry: rejected waits for an input change (or the slow safety retry),
+// rate-limited waits at least Retry-After, transient backs off exponentially.
+func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *reconcileState, err error) error {
+	s.done = true
+	st := &s.cred.Status
+	st.FailedAttempts++
+	st.LastFailureTime = metaTime(s.now)
+
+	var (
+		rejected    *clearance.RejectedError
+		rateLimited *clearance.RateLimitedError
+		reason      string
+		wait        time.Duration
+	)
+	var expiresAt *time.Time
+	valid := s.stored != nil && s.stored.HasToken && s.now.Before(s.stored.ExpiresAt)
+	if valid {
+		expiresAt = &s.stored.ExpiresAt
+	}
+	switch {
+	case errors.As(err, &rejected):
+		tokenRequests.WithLabelValues(outcomeRejected).Inc()
+		reason, wait = clearancev1alpha1.ReasonCredentialRejected, RejectedRetryInterval
+		if valid && s.stored.ExpiresAt.Sub(s.now) < wait {
+			wait = s.stored.ExpiresAt.Sub(s.now) // to report the expiry when it comes
+		}
+	case errors.As(err, &rateLimited):
+		tokenRequests.WithLabelValues(outcomeRateLimited).Inc()
+		reason = clearancev1alpha1.ReasonRateLimited
+		wait = max(rateLimited.RetryAfter, FailureBackoff(st.FailedAttempts, r.jitter(), s.now, nil))
+	default:
+		tokenRequests.WithLabelValues(outcomeTransient).Inc()
+		reason = clearancev1alpha1.ReasonSTSUnavailable
+		wait = FailureBackoff(st.FailedAttempts, r.jitter(), s.now, expiresAt)
+	}
+	msg := err.Error()
+	if hint := clearance.Hint(err); hint != "" {
+		msg += " (" + hint + ")"
+	}
+	retryAt := s.now.Add(wait)
+	r.mu.Lock()
+	r.failures[s.key] = &failureState{inputs: s.mintInputs(), retryAt: retryAt}
+	r.mu.Unlock()
+
+	log.FromContext(ctx).Info("token request failed", "reason", reason, "failedAttempts", st.FailedAttempts, "retryIn", wait.Round(time.Millisecond).String(), "error", msg)
+	r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventMintFailed, "Mint", "%s: %s", reason, msg)
+
+	next := fmt.Sprintf("next attempt at %s", formatTime(retryAt))
+	if reason == clearancev1alpha1.ReasonCredentialRejected {
+		r.setStalled(s, reason, fmt.Sprintf("%s; fix the connection file or the service account, then the token is requested at once (safety retry at %s)", msg, formatTime(retryAt)))
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionStalled)
+		r.setCondition(s, clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, msg+"; "+next)
+	}
+	switch {
+	case valid:
+		r.setCondition(s, clearancev1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, "renewal failing: "+msg+"; "+next)
+		r.setReady(s, metav1.ConditionTrue, clearancev1alpha1.ReasonTokenValid,
+			fmt.Sprintf("the stored token is valid until %s, but renewal is failing (see Degraded)", formatTime(s.stored.ExpiresAt)))
+		r.observeReady(s.cred, true, expiresAt, nil)
+	case s.stored != nil && s.stored.HasToken:
+		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionDegraded)
+		r.setReady(s, metav1.ConditionFalse, clearancev1alpha1.ReasonTokenExpired,
+			fmt.Sprintf("the stored token expired at %s and renewal is failing: %s; %s", formatTime(s.stored.ExpiresAt), msg, next))
+		r.observeReady(s.cred, false, nil, nil)
+	default:
+		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionDegraded)
+		r.setReady(s, metav1.ConditionFalse, reason, msg+"; "+next)
+		r.observeReady(s.cred, false, nil, nil)
+	}
+	s.result = ctrl.Result{RequeueAfter: wait}
+	return nil
+}
+
+// writeTarget stores the token with server-side apply.
+func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reconcileState) error {
+	m := s.minted
+	if err := r.apply(ctx, targetSecret(s.cred, m)); err != nil {
+		r.setCondition(s, clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed,
+			"a new token was minted but writing the target Secret failed; retrying with the same token")
+		return fmt.Errorf("writing target Secret: %w", err)
+	}
+	r.mu.Lock()
+	delete(r.pending, s.key)
+	r.written[s.key] = m.token.IssuedAt
+	r.mu.Unlock()
+
+	event, verb := EventRenewed, "renewed"
+	if s.decision.Reason == MintTargetMissing || s.decision.Reason == MintTokenMissing {
+		event, verb = EventMinted, "minted"
+	}
+	r.Recorder.Eventf(s.cred, nil, corev1.EventTypeNormal, event, "WriteSecret",
+		"token %s (%s) by %s into Secret %q; expires at %s, renewal at %s",
+		verb, s.decision.Reason, m.token.Endpoint, s.cred.Spec.SecretName, formatTime(m.token.ExpiresAt), formatTime(m.renewAt))
+	log.FromContext(ctx).Info("token written", "event", event, "reason", s.decision.Reason, "endpoint", m.token.Endpoint,
+		"expiresAt", m.token.ExpiresAt, "renewAt", m.renewAt)
+
+	s.cred.Status.FailedAttempts = 0
+	s.cred.Status.LastFailureTime = nil
+	r.setTokenStatus(s, m.token.IssuedAt, m.token.ExpiresAt, m.renewAt, m.token.Endpoint, m.token.KeyID)
+	s.result = ctrl.Result{RequeueAfter: m.renewAt.Sub(s.now)}
+	return nil
+}
+
+func (r *ClearanceCredentialReconciler) apply(ctx context.Context, obj *corev1ac.SecretApplyConfiguration) error {
+	// Detached from cancellation so a shutdown lets an in-flight write finish.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
+	defer cancel()
+	return r.Apply(wctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// setTokenStatus reports a valid stored token.
+func (r *ClearanceCredentialReconciler) setTokenStatus(s *reconcileState, issuedAt, expiresAt, renewAt time.Time, endpoint, keyID string) {
+	st := &s.cred.Status
+	st.ExpiresAt, st.RenewalTime = metaTime(expiresAt), metaTime(renewAt)
+	st.TokenEndpoint, st.KeyID = endpoint, keyID
+	st.FailedAttempts, st.LastFailureTime = 0, nil
+	for _, t := range []string{clearancev1alpha1.ConditionReconciling, clearancev1alpha1.ConditionStalled, clearancev1alpha1.ConditionDegraded} {
+		meta.RemoveStatusCondition(&st.Conditions, t)
+	}
+	reason := clearancev1alpha1.ReasonTokenValid
+	msg := fmt.Sprintf("token valid until %s; renewal at %s", formatTime(expiresAt), formatTime(renewAt))
+	if rb := s.cred.Spec.RenewBefore; rb != nil && rb.Duration >= expiresAt.Sub(issuedAt) {
+		reason = clearancev1alpha1.ReasonRenewBeforeTooLong
+		msg = fmt.Sprintf("token valid until %s; spec.renewBefore (%s) is not shorter than the token lifetime (%s), so it is renewed at half its lifetime, at %s",
+			formatTime(expiresAt), rb.Duration, expiresAt.Sub(issuedAt).Round(time.Second), formatTime(renewAt))
+	}
+	r.setReady(s, metav1.ConditionTrue, reason, msg)
+	r.observeReady(s.cred, true, &expiresAt, &renewAt)
+}
+
+func (r *ClearanceCredentialReconciler) setReady(s *reconcileState, status metav1.ConditionStatus, reason, msg string) {
+	r.setCondition(s, clearancev1alpha1.ConditionReady, status, reason, msg)
+}
+
+// setStalled reports a problem only the user can fix.
+func (r *ClearanceCredentialReconciler) setStalled(s *reconcileState, reason, msg string) {
+	meta.RemoveStatusCondition(&s.cred.Status.Conditions, clearancev1alpha1.ConditionReconciling)
+	r.setCondition(s, clearancev1alpha1.ConditionStalled, metav1.ConditionTrue, reason, msg)
+	r.setReady(s, metav1.ConditionFalse, reason, msg)
+}
+
+func (r *ClearanceCredentialReconciler) setCondition(s *reconcileState, condType string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&s.cred.Status.Conditions, metav1.Condition{
+		Type: condType, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: s.cred.Generation, LastTransitionTime: metav1.NewTime(s.now),
+	})
+}
+
+// observeReady updates the per-credential metric series.
+func (r *ClearanceCredentialReconciler) observeReady(cred *clearancev1alpha1.ClearanceCredential, ready bool, expiresAt, renewAt *time.Time) {
+	v := 0.0
+	if ready {
+		v = 1
+	}
+	credentialReady.WithLabelValues(cred.Namespace, cred.Name).Set(v)
+	if expiresAt != nil {
+		tokenExpiration.WithLabelValues(cred.Namespace, cred.Name).Set(float64(expiresAt.Unix()))
+	}
+	if renewAt != nil {
+		tokenRenewal.WithLabelValues(cred.Namespace, cred.Name).Set(float64(renewAt.Unix()))
+	} else {
+		tokenRenewal.DeleteLabelValues(cred.Namespace, cred.Name)
+	}
+}
+
+// forget drops everything held for a deleted credential.
+func (r *ClearanceCredentialReconciler) forget(key types.NamespacedName) {
+	r.mu.Lock()
+	delete(r.pending, key)
+	delete(r.failures, key)
+	delete(r.sources, key)
+	delete(r.written, key)
+	r.mu.Unlock()
+	forgetMetrics(key.Namespace, key.Name)
+}
+
+func (r *ClearanceCredentialReconciler) jitter() float64 {
+	if r.Jitter != nil {
+		return r.Jitter()
+	}
+	return rand.Float64() //nolint:gosec // scheduling jitter, not a secret
+}
+
+func metaTime(t time.Time) *metav1.Time {
+	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &mt
+}

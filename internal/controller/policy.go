@@ -1,0 +1,209 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+)
+
+// MintReason says why a new token is needed; MintNotNeeded when the stored one is fine.
+type MintReason string
+
+// Reasons for minting, in the order DecideMint checks them.
+const (
+	MintNotNeeded          MintReason = ""
+	MintTargetMissing      MintReason = "TargetMissing"
+	MintTokenMissing       MintReason = "TokenMissing"
+	MintTokenEdited        MintReason = "TokenEdited"
+	MintConnectionChanged  MintReason = "ConnectionChanged"
+	MintSpecChanged        MintReason = "SpecChanged"
+	MintRefreshRequested   MintReason = "RefreshRequested"
+	MintExpired            MintReason = "Expired"
+	MintRenewalDue         MintReason = "RenewalDue"
+)
+
+// renewalJitterFraction is the largest share of a token's lifetime subtracted
+// at random from its renewal time.
+const renewalJitterFraction = 0.1
+
+// StoredToken is what the target Secret says about the token it holds. The
+// operator keeps its schedule and the inputs the token was minted from on the
+// Secret itself, so a restart or a leader change resumes from what is stored
+// instead of minting again.
+type StoredToken struct {
+	// HasToken is true when the token, expiresAt and tokenType keys are all present.
+	HasToken bool
+	// Intact is false when the token data no longer matches the hash written with it (edited by someone).
+	Intact         bool
+	IssuedAt       time.Time
+	ExpiresAt      time.Time
+	RenewAt        time.Time
+	ConnectionHash string
+	SpecHash       string
+	RefreshRequest string
+}
+
+// MintInput is everything DecideMint looks at.
+type MintInput struct {
+	Now time.Time
+	// Stored is nil when the target Secret does not exist.
+	Stored *StoredToken
+	// ConnectionHash is the hash of the current connection file content.
+	ConnectionHash string
+	// SpecHash covers the spec fields that change what is minted (source reference, audience, encoding).
+	SpecHash string
+	// RefreshRequest is the current value of the refresh-requested-at annotation.
+	RefreshRequest string
+}
+
+// MintDecision is DecideMint's answer. When no mint is needed, RenewAt is when to look again.
+type MintDecision struct {
+	Reason  MintReason
+	RenewAt time.Time
+}
+
+// Mint reports whether a new token is needed.
+func (d MintDecision) Mint() bool { return d.Reason != MintNotNeeded }
+
+// DecideMint is the "does it need a new token?" policy. It is a pure function
+// of the stored token, the current inputs and the clock.
+func DecideMint(in MintInput) MintDecision {
+	s := in.Stored
+	switch {
+	case s == nil:
+		return MintDecision{Reason: MintTargetMissing}
+	case !s.HasToken:
+		return MintDecision{Reason: MintTokenMissing}
+	case !s.Intact:
+		return MintDecision{Reason: MintTokenEdited}
+	case s.ConnectionHash != in.ConnectionHash:
+		return MintDecision{Reason: MintConnectionChanged}
+	case s.SpecHash != in.SpecHash:
+		return MintDecision{Reason: MintSpecChanged}
+	case s.RefreshRequest != in.RefreshRequest:
+		return MintDecision{Reason: MintRefreshRequested}
+	case !in.Now.Before(s.ExpiresAt):
+		return MintDecision{Reason: MintExpired}
+	}
+	renewAt := s.RenewAt
+	// A missing or nonsensical stored schedule falls back to the default
+	// policy rather than trusting it blindly.
+	if renewAt.IsZero() || renewAt.After(s.ExpiresAt) {
+		renewAt, _ = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0)
+	}
+	if !in.Now.Before(renewAt) {
+		return MintDecision{Reason: MintRenewalDue}
+	}
+	return MintDecision{RenewAt: renewAt}
+}
+
+// ScheduleRenewal returns when a token issued at issuedAt and expiring at
+// expiresAt should be renewed: renewBefore ahead of expiry (default a third of
+// the lifetime, the margin cert-manager uses, which leaves room for the kubelet's
+// mounted-Secret refresh delay and a few STS retries), minus a jitter of up to
+// 10% of the lifetime so credentials created together do not renew together.
+// jitter is a number in [0, 1). When renewBefore is not shorter than the
+// lifetime the token would be due at once, so it is renewed at half its
+// lifetime instead and tooLong is true.
+func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, jitter float64) (renewAt time.Time, tooLong bool) {
+	lifetime := expiresAt.Sub(issuedAt)
+	if lifetime <= 0 {
+		return issuedAt, false
+	}
+	before := lifetime / 3
+	if renewBefore != nil {
+		before = *renewBefore
+	}
+	if before >= lifetime {
+		renewAt = issuedAt.Add(lifetime / 2)
+		tooLong = true
+	} else {
+		renewAt = expiresAt.Add(-before)
+	}
+	if jitter < 0 || jitter >= 1 {
+		jitter = 0
+	}
+	renewAt = renewAt.Add(-time.Duration(jitter * renewalJitterFraction * float64(lifetime)))
+	if renewAt.Before(issuedAt) {
+		renewAt = issuedAt
+	}
+	return renewAt, tooLong
+}
+
+// Backoff bounds for transient STS failures.
+const (
+	BackoffBase = time.Second
+	BackoffCap  = 5 * time.Minute
+	// RejectedRetryInterval is the slow safety retry after the STS rejected the
+	// credential: a rejection is permanent until the input changes, which the
+	// watches notice at once, so this only covers STS-side fixes (a key re-enabled).
+	RejectedRetryInterval = time.Hour
+)
+
+// FailureBackoff returns how long to wait before the next attempt after
+// failedAttempts consecutive transient failures: exponential from BackoffBase
+// to BackoffCap, with "equal jitter" (half fixed, half random) so a fleet that
+// failed together spreads out, and never past the stored token's expiry, so a
+// token about to expire gets a last attempt before it does.
+func FailureBackoff(failedAttempts int32, jitter float64, now time.Time, expiresAt *time.Time) time.Duration {
+	d := BackoffCap
+	if failedAttempts < 1 {
+		failedAttempts = 1
+	}
+	if failedAttempts <= 20 {
+		if exp := BackoffBase << (failedAttempts - 1); exp < BackoffCap {
+			d = exp
+		}
+	}
+	if jitter < 0 || jitter >= 1 {
+		jitter = 0
+	}
+	d = d/2 + time.Duration(jitter*float64(d/2))
+	if expiresAt != nil && now.Before(*expiresAt) {
+		if untilExpiry := expiresAt.Sub(now); untilExpiry < d {
+			d = untilExpiry
+		}
+	}
+	if d < 100*time.Millisecond {
+		d = 100 * time.Millisecond
+	}
+	return d
+}
+
+// shortHash returns a truncated SHA-256 hex digest of the parts. It is used to
+// notice changes (connection file, spec, token data) without storing the data
+// itself: 128 bits are plenty to detect edits and reveal nothing.
+func shortHash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		_, _ = h.Write([]byte(p))
+		_, _ = h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// lowerCamel turns a .NET member name into a lowerCamel data key:
+// "DocumentStoreBaseAddresses" -> "documentStoreBaseAddresses", "CADApiAddresses" -> "cadApiAddresses".
+func lowerCamel(s string) string {
+	r := []rune(s)
+	i := 0
+	for i < len(r) && r[i] >= 'A' && r[i] <= 'Z' {
+		i++
+	}
+	switch {
+	case i == 0:
+		return s
+	case i == 1 || i == len(r):
+		return strings.ToLower(string(r[:i])) + string(r[i:])
+	default: // an acronym: keep the capital that starts the next word
+		return strings.ToLower(string(r[:i-1])) + string(r[i-1:])
+	}
+}
+
+// addressDataKey is the target Secret key for the first address of a
+// connection-file address list: "DocumentStoreBaseAddresses" -> "documentStoreBaseAddress".
+func addressDataKey(member string) string {
+	k := lowerCamel(member)
+	return strings.TrimSuffix(k, "es")
+}

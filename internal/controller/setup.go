@@ -1,0 +1,124 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+)
+
+// Field indexes on ClearanceCredentials, served from the informer cache.
+const (
+	indexConnectionSecret = "spec.connectionSecretRef.name"
+	indexTargetSecret     = "spec.secretName"
+)
+
+// ManagedSecretsCacheOptions restricts the manager's Secret cache to the
+// Secrets this operator writes, so unrelated Secrets (and their data) are
+// never held in memory, and strips managedFields from everything cached.
+func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
+	if opts.ByObject == nil {
+		opts.ByObject = map[client.Object]cache.ByObject{}
+	}
+	opts.ByObject[&corev1.Secret{}] = cache.ByObject{
+		Label: labels.SelectorFromSet(labels.Set{clearancev1alpha1.ManagedByLabel: clearancev1alpha1.ManagedByValue}),
+	}
+	opts.DefaultTransform = cache.TransformStripManagedFields()
+	return opts
+}
+
+// NewSecretMetadataCache returns a cache that watches Secret metadata only and
+// keeps just namespace, name, uid and resourceVersion of each: enough to learn
+// that a connection Secret changed (or that a conflicting target Secret went
+// away) without holding Secret data, labels or annotations.
+func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
+	opts.ByObject = nil
+	opts.DefaultTransform = func(obj any) (any, error) {
+		md, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return obj, nil
+		}
+		return &metav1.PartialObjectMetadata{
+			TypeMeta: md.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: md.Namespace, Name: md.Name, UID: md.UID, ResourceVersion: md.ResourceVersion,
+			},
+		}, nil
+	}
+	return cache.New(cfg, opts)
+}
+
+// SetupWithManager registers the controller, its indexes and its watches.
+func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadata cache.Cache, maxConcurrentReconciles int) error {
+	r.pending = map[types.NamespacedName]*mintedToken{}
+	r.failures = map[types.NamespacedName]*failureState{}
+	r.sources = map[types.NamespacedName]*sourceState{}
+	r.written = map[types.NamespacedName]time.Time{}
+	if r.SecretMetadata == nil {
+		r.SecretMetadata = secretMetadata
+	}
+
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &clearancev1alpha1.ClearanceCredential{}, indexConnectionSecret, func(o client.Object) []string {
+		return []string{o.(*clearancev1alpha1.ClearanceCredential).Spec.ConnectionSecretRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing %s: %w", indexConnectionSecret, err)
+	}
+	if err := idx.IndexField(ctx, &clearancev1alpha1.ClearanceCredential{}, indexTargetSecret, func(o client.Object) []string {
+		return []string{o.(*clearancev1alpha1.ClearanceCredential).Spec.SecretName}
+	}); err != nil {
+		return fmt.Errorf("indexing %s: %w", indexTargetSecret, err)
+	}
+
+	secretMD := &metav1.PartialObjectMetadata{}
+	secretMD.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("clearancecredential").
+		// Our own status patches change neither generation nor annotations, so
+		// they do not come back as reconciles.
+		For(&clearancev1alpha1.ClearanceCredential{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Restores a deleted or edited target Secret promptly.
+		Owns(&corev1.Secret{}).
+		// Connection Secret changes, and conflicting target Secrets going away.
+		WatchesRawSource(source.Kind(secretMetadata, secretMD,
+			handler.TypedEnqueueRequestsFromMapFunc(r.credentialsForSecret),
+			predicate.TypedResourceVersionChangedPredicate[*metav1.PartialObjectMetadata]{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrentReconciles}).
+		Complete(r)
+}
+
+// credentialsForSecret maps a Secret to the credentials reading it as their
+// connection Secret or naming it as their target, using the cache's indexes.
+func (r *ClearanceCredentialReconciler) credentialsForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, index := range []string{indexConnectionSecret, indexTargetSecret} {
+		list := &clearancev1alpha1.ClearanceCredentialList{}
+		if err := r.List(ctx, list, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing credentials for a Secret from the cache", "index", index)
+			continue
+		}
+		for i := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
+		}
+	}
+	return reqs
+}

@@ -1,0 +1,184 @@
+package controller
+
+import (
+	"maps"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+	"github.com/clearance-operator/clearance-operator/internal/clearance"
+)
+
+// Annotations the operator keeps on the target Secret. They record the schedule
+// and the inputs the token was minted from (as hashes, never the data), so that
+// decisions survive restarts and leader changes without re-minting.
+const (
+	annotationPrefix         = "clearance.dev/"
+	annotationIssuedAt       = annotationPrefix + "issued-at"
+	annotationRenewalTime    = annotationPrefix + "renewal-time"
+	annotationConnectionHash = annotationPrefix + "connection-hash"
+	annotationSpecHash       = annotationPrefix + "spec-hash"
+	annotationTokenHash      = annotationPrefix + "token-hash"
+	annotationRefresh        = annotationPrefix + "refresh-requested-at"
+	annotationTokenEndpoint  = annotationPrefix + "token-endpoint"
+	annotationKeyID          = annotationPrefix + "key-id"
+)
+
+// FieldOwner is the server-side apply field manager for the Secrets the operator writes.
+const FieldOwner = "clearance-operator"
+
+// mintedToken is a token with the inputs it was minted from and its schedule.
+type mintedToken struct {
+	token          *clearance.Token
+	connection     *clearance.ConnectionFile
+	connectionHash string
+	specHash       string
+	refreshRequest string
+	renewAt        time.Time
+	renewTooLong   bool
+}
+
+// tokenDataHash covers the data keys a pod reads, so edits are noticed.
+func tokenDataHash(token, expiresAt, tokenType string) string {
+	return shortHash(token, expiresAt, tokenType)
+}
+
+// storedTokenFrom reads the stored state from the target Secret; nil for no Secret.
+func storedTokenFrom(s *corev1.Secret) *StoredToken {
+	if s == nil {
+		return nil
+	}
+	token, hasToken := s.Data[clearancev1alpha1.SecretKeyToken]
+	expires, hasExpires := s.Data[clearancev1alpha1.SecretKeyExpiresAt]
+	tokenType, hasType := s.Data[clearancev1alpha1.SecretKeyTokenType]
+	st := &StoredToken{
+		HasToken:       hasToken && hasExpires && hasType && len(token) > 0,
+		ConnectionHash: s.Annotations[annotationConnectionHash],
+		SpecHash:       s.Annotations[annotationSpecHash],
+		RefreshRequest: s.Annotations[annotationRefresh],
+	}
+	st.Intact = st.HasToken && s.Annotations[annotationTokenHash] == tokenDataHash(string(token), string(expires), string(tokenType))
+	// The expiry in the data is what pods read, so it is the one that counts.
+	st.ExpiresAt = parseTime(string(expires))
+	st.IssuedAt = parseTime(s.Annotations[annotationIssuedAt])
+	st.RenewAt = parseTime(s.Annotations[annotationRenewalTime])
+	if st.ExpiresAt.IsZero() {
+		st.Intact = false
+	}
+	return st
+}
+
+func parseTime(v string) time.Time {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// targetSecret is the apply configuration of the target Secret for a token.
+// Always type Opaque and always controlled by the credential: nothing in the
+// spec can change either. Only non-secret extras are copied from the
+// connection file: never the private key or the APIKey.
+func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1ac.SecretApplyConfiguration {
+	expiresAt := formatTime(m.token.ExpiresAt)
+	data := map[string][]byte{
+		clearancev1alpha1.SecretKeyToken:     []byte(m.token.AccessToken),
+		clearancev1alpha1.SecretKeyExpiresAt: []byte(expiresAt),
+		clearancev1alpha1.SecretKeyTokenType: []byte(m.token.TokenType),
+		clearancev1alpha1.SecretKeyTenantID:  []byte(m.connection.TenantID),
+		clearancev1alpha1.SecretKeyClientID:  []byte(m.connection.ClientID()),
+	}
+	for member, addr := range m.connection.FirstAddresses {
+		data[addressDataKey(member)] = []byte(addr)
+	}
+	annotations := map[string]string{
+		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
+		annotationIssuedAt:                    formatTime(m.token.IssuedAt),
+		annotationRenewalTime:                 formatTime(m.renewAt),
+		annotationConnectionHash:              m.connectionHash,
+		annotationSpecHash:                    m.specHash,
+		annotationTokenHash:                   tokenDataHash(m.token.AccessToken, expiresAt, m.token.TokenType),
+		annotationTokenEndpoint:               m.token.Endpoint,
+		annotationKeyID:                       m.token.KeyID,
+	}
+	if m.refreshRequest != "" {
+		annotations[annotationRefresh] = m.refreshRequest
+	}
+	return applySecret(cred, data, annotations)
+}
+
+// reapplySecret re-applies the stored data with the current template, for
+// metadata-only changes that need no new token.
+func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret) *corev1ac.SecretApplyConfiguration {
+	annotations := map[string]string{}
+	for k, v := range stored.Annotations {
+		if strings.HasPrefix(k, annotationPrefix) {
+			annotations[k] = v
+		}
+	}
+	return applySecret(cred, maps.Clone(stored.Data), annotations)
+}
+
+func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string) *corev1ac.SecretApplyConfiguration {
+	labels := map[string]string{}
+	if t := cred.Spec.SecretTemplate; t != nil {
+		maps.Copy(labels, t.Labels)
+		for k, v := range t.Annotations {
+			if _, reserved := annotations[k]; !reserved {
+				annotations[k] = v
+			}
+		}
+	}
+	// Set last: a template cannot take the Secret out of the operator's cache.
+	labels[clearancev1alpha1.ManagedByLabel] = clearancev1alpha1.ManagedByValue
+	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
+	return corev1ac.Secret(cred.Spec.SecretName, cred.Namespace).
+		WithType(corev1.SecretTypeOpaque).
+		WithLabels(labels).
+		WithAnnotations(annotations).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(gvk.GroupVersion().String()).
+			WithKind(gvk.Kind).
+			WithName(cred.Name).
+			WithUID(cred.UID).
+			WithController(true).
+			WithBlockOwnerDeletion(true)).
+		WithData(data)
+}
+
+// templateApplied reports whether the stored Secret already carries the
+// template's labels and annotations.
+func templateApplied(cred *clearancev1alpha1.ClearanceCredential, s *corev1.Secret) bool {
+	t := cred.Spec.SecretTemplate
+	if t == nil {
+		return true
+	}
+	for k, v := range t.Labels {
+		if s.Labels[k] != v {
+			return false
+		}
+	}
+	for k, v := range t.Annotations {
+		if strings.HasPrefix(k, annotationPrefix) {
+			continue
+		}
+		if s.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// controlledBy reports whether obj's controller reference points at cred.
+func controlledBy(obj metav1.Object, cred *clearancev1alpha1.ClearanceCredential) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.UID == cred.UID
+}

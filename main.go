@@ -1,0 +1,165 @@
+// Command clearance-operator is the manager of the ClearanceCredential
+// controller. `clearance-operator mint` checks a connection file by minting
+// one token with the operator's own code path.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+	"github.com/clearance-operator/clearance-operator/internal/clearance"
+	"github.com/clearance-operator/clearance-operator/internal/controller"
+)
+
+// LeaderElectionID is the fixed name of the leader election Lease.
+const LeaderElectionID = "clearance-operator.clearance.dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "mint" {
+		os.Exit(runMint(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	os.Exit(runManager(os.Args[1:]))
+}
+
+func runManager(args []string) int {
+	var (
+		metricsAddr             string
+		probeAddr               string
+		leaderElect             bool
+		namespaces              string
+		maxConcurrentReconciles int
+		kubeAPIQPS              float64
+		kubeAPIBurst            int
+		gracefulShutdown        time.Duration
+	)
+	fs := flag.NewFlagSet("clearance-operator", flag.ContinueOnError)
+	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the secure (HTTPS, authenticated and authorized) metrics endpoint; 0 disables it.")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probe endpoint; 0 disables it.")
+	fs.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, for running more than one replica.")
+	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
+	// Reconciles spend their time waiting on the STS and the apiserver, not on
+	// CPU (one RSA signature is ~1 ms), so many more workers than cores pay off.
+	fs.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 16, "How many ClearanceCredentials are reconciled in parallel.")
+	// Client-side rate limiting is off by default (-1): the apiserver's API
+	// Priority and Fairness already protects it and shares capacity fairly,
+	// while client-go's default of 5 QPS would cap a mass renewal at a couple of
+	// credentials per second. Set a positive value to throttle on the client.
+	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", -1, "Client-side QPS limit towards the apiserver; negative disables it (rely on API Priority and Fairness).")
+	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Client-side burst towards the apiserver, when --kube-api-qps is positive.")
+	fs.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long to wait for in-flight work (a Secret write) on shutdown.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(clearancev1alpha1.AddToScheme(scheme))
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		setupLog.Error(err, "no Kubernetes configuration found")
+		return 1
+	}
+	cfg.QPS = float32(kubeAPIQPS)
+	cfg.Burst = kubeAPIBurst
+	cfg.UserAgent = "clearance-operator"
+
+	cacheOpts := cache.Options{}
+	if ns := splitNamespaces(namespaces); len(ns) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range ns {
+			cacheOpts.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
+
+	// HTTP/2 stays off on the metrics endpoint (HTTP/2 Rapid Reset, CVE-2023-44487).
+	disableHTTP2 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme,
+		Metrics: metricsserver.Options{
+			BindAddress:    metricsAddr,
+			SecureServing:  true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization,
+			TLSOpts:        []func(*tls.Config){disableHTTP2},
+		},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &gracefulShutdown,
+		Cache:                         controller.ManagedSecretsCacheOptions(cacheOpts),
+	})
+	if err != nil {
+		setupLog.Error(err, "unable to create the manager")
+		return 1
+	}
+
+	secretMetadata, err := controller.NewSecretMetadataCache(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), DefaultNamespaces: cacheOpts.DefaultNamespaces,
+	})
+	if err != nil {
+		setupLog.Error(err, "unable to create the Secret metadata cache")
+		return 1
+	}
+	if err := mgr.Add(secretMetadata); err != nil {
+		setupLog.Error(err, "unable to add the Secret metadata cache")
+		return 1
+	}
+
+	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
+	r := &controller.ClearanceCredentialReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Minter:    sts,
+		Recorder:  mgr.GetEventRecorder("clearance-operator"),
+		Clock:     clock.RealClock{},
+	}
+	if err := r.SetupWithManager(mgr, secretMetadata, maxConcurrentReconciles); err != nil {
+		setupLog.Error(err, "unable to set up the controller")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up the health check")
+		return 1
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up the ready check")
+		return 1
+	}
+
+	setupLog.Info("starting manager", "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "manager stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func splitNamespaces(v string) []string {
+	var out []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
