@@ -9,6 +9,7 @@ IMG ?= clearance-operator:dev
 LOCALBIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen
 GOLANGCI_LINT := $(LOCALBIN)/golangci-lint
+HELM := $(LOCALBIN)/helm
 FUZZTIME ?= 10s
 GO_TEST_FLAGS ?=
 
@@ -52,9 +53,25 @@ envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k
 	@hack/build-envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
+test: manifests generate fmt vet envtest-assets $(HELM) ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
 	go test $(GO_TEST_FLAGS) ./...
 	hack/fuzz.sh $(FUZZTIME)
+
+.PHONY: test-faults
+test-faults: envtest-assets ## Run the slow fault-injection suite (minutes; manager and apiserver restarts).
+	go test -tags faults -count=1 -timeout 40m ./test/faults/...
+
+.PHONY: run-local
+run-local: envtest-assets ## Run the operator locally: throwaway control plane, STS emulator, sample credential.
+	go run ./hack/run-local
+
+.PHONY: bench
+bench: envtest-assets ## Run the benchmarks (time to Ready, memory, soak, restart); results in bench/results/.
+	go run ./hack/bench $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: envtest-assets ## Minute-scale benchmark run at N=200.
+	go run ./hack/bench -quick $(BENCH_ARGS)
 
 .PHONY: fuzz
 fuzz: ## Run every Go fuzz target for FUZZTIME each.
@@ -104,6 +121,12 @@ undeploy: envtest-assets ## Remove the operator deployed by make deploy.
 
 $(CONTROLLER_GEN): hack/tools/codegen/go.mod
 	cd hack/tools/codegen && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned Helm into bin/.
+
+$(HELM): hack/tools/helm/go.mod
+	cd hack/tools/helm && go build -o $(HELM) helm.sh/helm/v3/cmd/helm
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod
 	cd hack/tools/lint && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
