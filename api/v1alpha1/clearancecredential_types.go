@@ -179,7 +179,3 @@ type ClearanceCredentialList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClearanceCredential `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ClearanceCredential{}, &ClearanceCredentialList{})
-}

@@ -11,7 +11,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -99,7 +98,7 @@ func haveCondition(status metav1.ConditionStatus, reason string) OmegaMatcher {
 // eventuallyReady waits for Ready=True and returns the token in the target Secret.
 func eventuallyReady(ctx context.Context, ns, name, target string) string {
 	Eventually(func() metav1.Condition { return condition(ctx, ns, name, clearancev1alpha1.ConditionReady) }).
-		WithTimeout(20*time.Second).Should(HaveField("Status", metav1.ConditionTrue))
+		WithTimeout(20 * time.Second).Should(HaveField("Status", metav1.ConditionTrue))
 	var token string
 	Eventually(func() error {
 		s, err := getSecret(ctx, ns, target)
@@ -187,5 +186,3 @@ func expectNoSecretMaterial(ctx context.Context, ns string, cf *clearancetest.Co
 		}
 	}
 }
-
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -12,15 +12,15 @@ type MintReason string
 
 // Reasons for minting, in the order DecideMint checks them.
 const (
-	MintNotNeeded          MintReason = ""
-	MintTargetMissing      MintReason = "TargetMissing"
-	MintTokenMissing       MintReason = "TokenMissing"
-	MintTokenEdited        MintReason = "TokenEdited"
-	MintConnectionChanged  MintReason = "ConnectionChanged"
-	MintSpecChanged        MintReason = "SpecChanged"
-	MintRefreshRequested   MintReason = "RefreshRequested"
-	MintExpired            MintReason = "Expired"
-	MintRenewalDue         MintReason = "RenewalDue"
+	MintNotNeeded         MintReason = ""
+	MintTargetMissing     MintReason = "TargetMissing"
+	MintTokenMissing      MintReason = "TokenMissing"
+	MintTokenEdited       MintReason = "TokenEdited"
+	MintConnectionChanged MintReason = "ConnectionChanged"
+	MintSpecChanged       MintReason = "SpecChanged"
+	MintRefreshRequested  MintReason = "RefreshRequested"
+	MintExpired           MintReason = "Expired"
+	MintRenewalDue        MintReason = "RenewalDue"
 )
 
 // renewalJitterFraction is the largest share of a token's lifetime subtracted

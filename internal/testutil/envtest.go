@@ -48,7 +48,7 @@ func AssetsDir() (string, error) {
 		dir = filepath.Join(RepoRoot(), "bin", "k8s", v)
 	}
 	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil { //nolint:gosec // the assets directory is the developer's own setting
 			return "", fmt.Errorf("%s not found in %s: run `make envtest-assets` (builds the control plane from source, ~4 minutes the first time)", bin, dir)
 		}
 	}

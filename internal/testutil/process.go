@@ -69,7 +69,8 @@ type Process struct {
 // also written to logPath when it is not empty.
 func StartProcess(bin string, args []string, env []string, logPath string) (*Process, error) {
 	p := &Process{done: make(chan struct{}), wake: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...) //nolint:gosec // test-controlled binary and arguments
+	// The process outlives any one request context; Stop and Kill end it.
+	p.cmd = exec.CommandContext(context.Background(), bin, args...) //nolint:gosec // test-controlled binary and arguments
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
@@ -149,7 +150,7 @@ func (p *Process) WaitForLine(substr string, timeout time.Duration) (string, err
 				}
 			}
 			p.mu.Unlock()
-			return "", fmt.Errorf("process exited (%v) before printing %q", p.err, substr)
+			return "", fmt.Errorf("process exited (%w) before printing %q", p.err, substr)
 		case <-deadline:
 			return "", fmt.Errorf("timed out after %s waiting for %q", timeout, substr)
 		}
