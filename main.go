@@ -41,6 +41,7 @@ func runManager(args []string) int {
 		metricsAddr             string
 		probeAddr               string
 		leaderElect             bool
+		leaderElectionNamespace string
 		namespaces              string
 		maxConcurrentReconciles int
 		kubeAPIQPS              float64
@@ -51,6 +52,9 @@ func runManager(args []string) int {
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the secure (HTTPS, authenticated and authorized) metrics endpoint; 0 disables it.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probe endpoint; 0 disables it.")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, for running more than one replica.")
+	// In a cluster the Lease goes to the pod's own namespace; outside one
+	// (local runs, e2e tests) there is no namespace to default to.
+	fs.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the pod's namespace when running in a cluster.")
 	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	// Reconciles spend their time waiting on the STS and the apiserver, not on
 	// CPU (one RSA signature is ~1 ms), so many more workers than cores pay off.
@@ -104,6 +108,7 @@ func runManager(args []string) int {
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &gracefulShutdown,
 		Cache:                         controller.ManagedSecretsCacheOptions(cacheOpts),

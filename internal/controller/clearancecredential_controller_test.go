@@ -80,14 +80,15 @@ var _ = Describe("ClearanceCredential controller", Ordered, func() {
 
 	It("renews short-lived tokens before they expire, with one token request per renewal", func(ctx context.Context) {
 		ns := newNamespace(ctx)
-		srv := newEmulator(clearancetest.WithTokenTTL(6 * time.Second))
+		// 9 s tokens renew after ~5.4-6 s, leaving ~3 s of margin even on a loaded machine.
+		srv := newEmulator(clearancetest.WithTokenTTL(9 * time.Second))
 		cf := newConnectionFile(srv)
 		createConnectionSecret(ctx, ns, "conn", cf.Data)
 		createCredential(ctx, ns, "cred", "conn", "token")
 		eventuallyReady(ctx, ns, "cred", "token")
 
 		seen := map[string]bool{}
-		deadline := time.Now().Add(14 * time.Second)
+		deadline := time.Now().Add(16 * time.Second)
 		for time.Now().Before(deadline) {
 			s, err := getSecret(ctx, ns, "token")
 			Expect(err).NotTo(HaveOccurred())
