@@ -24,19 +24,37 @@ var printableClaims = []string{"iss", "sub", "aud", "client_id", "tenant_id", "t
 
 // runMint implements `clearance-operator mint`: one token request with the
 // operator's own code path, to validate a connection file before deploying.
+// It prints where the token came from, its expiry and its non-secret claims;
+// the token itself only with --print-token. Exit status: 0 minted, 1 the file
+// or the request failed, 2 usage error.
 func runMint(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("clearance-operator mint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = fmt.Fprintln(stderr, "usage: clearance-operator mint --connection-file FILE [--audience AUD] [--encoding form|json] [--timeout 30s] [--print-token]")
+		_, _ = fmt.Fprintln(stderr, "Requests one token with the operator's own code path and prints its endpoint, expiry and claims (not the token).")
+		fs.PrintDefaults()
+	}
 	file := fs.String("connection-file", "", "Path of the JSON Connection File (required).")
 	audience := fs.String("audience", "", "Optional aud claim of the assertion.")
 	encoding := fs.String("encoding", "form", "Token request body encoding: form or json.")
 	timeout := fs.Duration("timeout", 30*time.Second, "Overall timeout.")
 	printToken := fs.Bool("print-token", false, "Also print the access token itself (it is a credential: keep it out of logs).")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	if *file == "" {
+	switch {
+	case fs.NArg() > 0:
+		_, _ = fmt.Fprintf(stderr, "error: unexpected arguments %q (flags only; see --help)\n", fs.Args())
+		return 2
+	case *file == "":
 		_, _ = fmt.Fprintln(stderr, "error: --connection-file is required")
+		return 2
+	case *timeout <= 0:
+		_, _ = fmt.Fprintln(stderr, "error: --timeout must be positive")
 		return 2
 	}
 	var enc clearance.Encoding
@@ -46,28 +64,35 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 	case "json":
 		enc = clearance.EncodingJSON
 	default:
-		_, _ = fmt.Fprintf(stderr, "error: --encoding must be form or json\n")
+		_, _ = fmt.Fprintln(stderr, "error: --encoding must be form or json")
 		return 2
 	}
 
-	data, err := os.ReadFile(*file) //nolint:gosec // the user names the file to check
+	data, err := readConnectionFile(*file)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "error: cannot read the connection file: %v\n", errors.Unwrap(err))
+		_, _ = fmt.Fprintf(stderr, "error: cannot read the connection file: %v\n", err)
 		return 1
 	}
 	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
 	conn, err := sts.LoadConnectionFile(data)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "invalid connection file: %v\n", err)
+		// The parser's errors name the field and the problem, never the content
+		// (the file holds a private key).
+		_, _ = fmt.Fprintf(stderr, "error: invalid %v\nhint: %s\n", err, clearance.HintConnectionFile)
 		return 1
 	}
-	_, _ = fmt.Fprintf(stdout, "client_id:  %s\nkey id:     %s\n", conn.ClientID(), conn.KeyID)
+	keyID := conn.KeyID
+	if keyID == "" {
+		keyID = "(none)"
+	}
+	_, _ = fmt.Fprintf(stdout, "client_id:  %s\nkey id:     %s\nSTS:        %s\n", conn.ClientID(), keyID, strings.Join(conn.STSBaseAddresses, ", "))
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	token, err := sts.Mint(ctx, clearance.MintRequest{Connection: conn, Audience: *audience, Encoding: enc})
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "token request failed: %v\n", err)
+		// The client's errors carry no token, assertion or key material.
+		_, _ = fmt.Fprintf(stderr, "error: token request failed: %v\n", err)
 		if hint := clearance.Hint(err); hint != "" {
 			_, _ = fmt.Fprintf(stderr, "hint: %s\n", hint)
 		}
@@ -83,8 +108,21 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 	}
 	if *printToken {
 		_, _ = fmt.Fprintf(stdout, "token:      %s\n", token.AccessToken)
+	} else {
+		_, _ = fmt.Fprintln(stdout, "token:      not printed (--print-token prints it)")
 	}
 	return 0
+}
+
+// readConnectionFile reads at most one byte more than the parser accepts, so
+// a wrong path to a huge file fails fast instead of filling memory.
+func readConnectionFile(path string) ([]byte, error) {
+	f, err := os.Open(path) //nolint:gosec // the user names the file to check
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	return io.ReadAll(io.LimitReader(f, clearance.MaxConnectionFileSize+1))
 }
 
 // decodeClaims returns the printable claims of a JWT access token, unverified

@@ -155,12 +155,14 @@ type ClearanceCredentialStatus struct {
 }
 
 // ClearanceCredential keeps a Genetec Clearance access token fresh in a Secret.
+// Expires is a string column: kubectl renders a date column as an age and
+// prints <invalid> for a time in the future.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ccred,categories=clearance
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.spec.secretName`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`,description="Expiry of the stored token, RFC 3339 UTC"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClearanceCredential struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -25,7 +25,9 @@ func BuildBinary(ctx context.Context, pkg, dir, name string) (string, error) {
 	out := filepath.Join(dir, name)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg) //nolint:gosec // fixed tool, test-controlled arguments
 	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// The caller's environment (CGO setting included) is kept so the build
+	// shares the build cache with `go test`, instead of recompiling everything.
+	cmd.Env = os.Environ()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
