@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -66,7 +67,10 @@ func runManager(args []string) int {
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", -1, "Client-side QPS limit towards the apiserver; negative disables it (rely on API Priority and Fairness).")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Client-side burst towards the apiserver, when --kube-api-qps is positive.")
 	fs.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long to wait for in-flight work (a Secret write) on shutdown.")
-	zapOpts := zap.Options{}
+	// Retried reconcile errors are expected (apiserver hiccups, missing RBAC)
+	// and already backed off; a stack trace on each would bury the message.
+	// --zap-stacktrace-level can lower this again.
+	zapOpts := zap.Options{StacktraceLevel: zapcore.PanicLevel}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 make --no-print-directory manifests generate
-[[ -x hack/sync-chart.sh ]] && hack/sync-chart.sh
 go mod tidy
 for mod in hack/tools/*/; do
   (cd "$mod" && go mod tidy)
