@@ -535,7 +535,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, rec *Request, st
 		body, err = mutateResponse(resp, f)
 	} else {
 		rec.Outcome = OutcomeSuccess
-		body, err = json.Marshal(resp)
+		body, err = json.Marshal(resp) //nolint:gosec // G117: a token endpoint must send the access token
 	}
 	if err != nil {
 		oerr := &oauthError{status: http.StatusInternalServerError, code: "server_error", desc: "could not encode the response"}
