@@ -67,10 +67,11 @@ type SecretKeyRef struct {
 
 // SecretTemplate holds extra metadata for the target Secret.
 type SecretTemplate struct {
-	// labels added to the target Secret.
+	// labels added to the target Secret. app.kubernetes.io/managed-by is always clearance-operator.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
-	// annotations added to the target Secret.
+	// annotations added to the target Secret. Keys under the clearance.dev/ prefix are
+	// reserved for the operator's bookkeeping and ignored.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }

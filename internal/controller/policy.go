@@ -87,12 +87,14 @@ func DecideMint(in MintInput) MintDecision {
 		return MintDecision{Reason: MintExpired}
 	}
 	renewAt := s.RenewAt
-	// A missing or nonsensical stored schedule falls back to the default
-	// policy rather than trusting it blindly.
-	if renewAt.IsZero() || renewAt.After(s.ExpiresAt) {
+	// A missing or nonsensical stored schedule (the bookkeeping annotations are
+	// not covered by the token hash, and RFC 3339 drops sub-seconds) falls back
+	// to the default policy; if even that is not before the expiry, renew now
+	// rather than sleep until the token has expired.
+	if renewAt.IsZero() || !renewAt.Before(s.ExpiresAt) {
 		renewAt, _ = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0)
 	}
-	if !in.Now.Before(renewAt) {
+	if !in.Now.Before(renewAt) || !renewAt.Before(s.ExpiresAt) {
 		return MintDecision{Reason: MintRenewalDue}
 	}
 	return MintDecision{RenewAt: renewAt}
@@ -145,7 +147,7 @@ const (
 // failedAttempts consecutive transient failures: exponential from BackoffBase
 // to BackoffCap, with "equal jitter" (half fixed, half random) so a fleet that
 // failed together spreads out, and never past the stored token's expiry, so a
-// token about to expire gets a last attempt before it does.
+// token about to expire gets its last attempts before it does.
 func FailureBackoff(failedAttempts int32, jitter float64, now time.Time, expiresAt *time.Time) time.Duration {
 	d := BackoffCap
 	if failedAttempts < 1 {
@@ -161,9 +163,16 @@ func FailureBackoff(failedAttempts int32, jitter float64, now time.Time, expires
 	}
 	d = d/2 + time.Duration(jitter*float64(d/2))
 	if expiresAt != nil && now.Before(*expiresAt) {
-		if untilExpiry := expiresAt.Sub(now); untilExpiry < d {
-			d = untilExpiry
+		// Never wait past the stored token's expiry, and while it is still
+		// valid wait at most half the time left: the attempts then close in on
+		// the expiry instead of landing on it, so a run of failures still gets
+		// several tries while the old token covers the pods.
+		untilExpiry := expiresAt.Sub(now)
+		limit := untilExpiry
+		if untilExpiry > 2*time.Second {
+			limit = untilExpiry / 2
 		}
+		d = min(d, limit)
 	}
 	if d < 100*time.Millisecond {
 		d = 100 * time.Millisecond

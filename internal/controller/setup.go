@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -54,12 +56,18 @@ func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 		if !ok {
 			return obj, nil
 		}
-		return &metav1.PartialObjectMetadata{
+		out := &metav1.PartialObjectMetadata{
 			TypeMeta: md.TypeMeta,
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: md.Namespace, Name: md.Name, UID: md.UID, ResourceVersion: md.ResourceVersion,
 			},
-		}, nil
+		}
+		// Keep just the fact that a credential controls it (see ownedTargetEvent).
+		if ref := metav1.GetControllerOf(md); ref != nil && ref.Kind == "ClearanceCredential" &&
+			strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+			out.OwnerReferences = []metav1.OwnerReference{*ref}
+		}
+		return out, nil
 	}
 	return cache.New(cfg, opts)
 }
@@ -101,7 +109,8 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 		// Connection Secret changes, and conflicting target Secrets going away.
 		WatchesRawSource(source.Kind(secretMetadata, secretMD,
 			handler.TypedEnqueueRequestsFromMapFunc(r.credentialsForSecret),
-			predicate.TypedResourceVersionChangedPredicate[*metav1.PartialObjectMetadata]{})).
+			predicate.TypedResourceVersionChangedPredicate[*metav1.PartialObjectMetadata]{},
+			notOwnTargetWrite())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrentReconciles}).
 		Complete(r)
 }
@@ -121,4 +130,19 @@ func (r *ClearanceCredentialReconciler) credentialsForSecret(ctx context.Context
 		}
 	}
 	return reqs
+}
+
+// notOwnTargetWrite drops create and update events of Secrets a credential
+// controls: the Owns watch already brings their owner back, and a second,
+// racing reconcile would only find the managed cache a step behind and pay a
+// GET for it. Deletes still pass, so a credential waiting on a conflicting
+// target that another credential owned notices when it goes away.
+func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata] {
+	controlled := func(o *metav1.PartialObjectMetadata) bool { return metav1.GetControllerOf(o) != nil }
+	return predicate.TypedFuncs[*metav1.PartialObjectMetadata]{
+		CreateFunc:  func(e event.TypedCreateEvent[*metav1.PartialObjectMetadata]) bool { return !controlled(e.Object) },
+		UpdateFunc:  func(e event.TypedUpdateEvent[*metav1.PartialObjectMetadata]) bool { return !controlled(e.ObjectNew) },
+		DeleteFunc:  func(event.TypedDeleteEvent[*metav1.PartialObjectMetadata]) bool { return true },
+		GenericFunc: func(event.TypedGenericEvent[*metav1.PartialObjectMetadata]) bool { return true },
+	}
 }

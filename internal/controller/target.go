@@ -132,7 +132,9 @@ func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]
 	if t := cred.Spec.SecretTemplate; t != nil {
 		maps.Copy(labels, t.Labels)
 		for k, v := range t.Annotations {
-			if _, reserved := annotations[k]; !reserved {
+			// The clearance.dev/ prefix is the operator's bookkeeping: a template
+			// value there could fake a schedule or an input and cause re-mints.
+			if !strings.HasPrefix(k, annotationPrefix) {
 				annotations[k] = v
 			}
 		}
