@@ -25,6 +25,7 @@ import (
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/controller"
+	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 )
 
 // LeaderElectionID is the fixed name of the leader election Lease.
@@ -43,6 +44,9 @@ func runManager(args []string) int {
 		probeAddr               string
 		leaderElect             bool
 		leaderElectionNamespace string
+		leaseDuration           time.Duration
+		renewDeadline           time.Duration
+		retryPeriod             time.Duration
 		namespaces              string
 		maxConcurrentReconciles int
 		kubeAPIQPS              float64
@@ -56,6 +60,15 @@ func runManager(args []string) int {
 	// In a cluster the Lease goes to the pod's own namespace; outside one
 	// (local runs, e2e tests) there is no namespace to default to.
 	fs.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the pod's namespace when running in a cluster.")
+	// Longer than client-go's 15s/10s/2s: with those, an apiserver outage of
+	// ~10 s (an upgrade, an etcd hiccup) makes the leader give up its lease and
+	// exit, restarting the pod and dropping any minted-but-unwritten token. A
+	// 45 s renew deadline rides out such outages; the price is a failover of up
+	// to a minute after a leader dies without releasing the lease, which stored
+	// tokens (renewed a third of their lifetime early) absorb easily.
+	fs.DurationVar(&leaseDuration, "leader-elect-lease-duration", 60*time.Second, "How long a non-leader waits before taking over an unrenewed lease.")
+	fs.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 45*time.Second, "How long the leader keeps retrying to renew before giving up leadership.")
+	fs.DurationVar(&retryPeriod, "leader-elect-retry-period", 5*time.Second, "How often leader election clients retry.")
 	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	// Reconciles spend their time waiting on the STS and the apiserver, not on
 	// CPU (one RSA signature is ~1 ms), so many more workers than cores pay off.
@@ -75,7 +88,7 @@ func runManager(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
 	setupLog := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()
@@ -114,6 +127,9 @@ func runManager(args []string) int {
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 		GracefulShutdownTimeout:       &gracefulShutdown,
 		Cache:                         controller.ManagedSecretsCacheOptions(cacheOpts),
 	})

@@ -25,6 +25,7 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
+	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 )
 
 // Minter is the part of the STS client the controller uses.
@@ -114,6 +115,9 @@ type reconcileState struct {
 // Reconcile gets the credential, then runs small steps that each own their
 // conditions; one deferred status patch writes what changed.
 func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	// client-go logs request bodies (our Secrets) through this context's
+	// logger at high verbosity; cap it whatever logger the manager was given.
+	ctx = log.IntoContext(ctx, logsafe.CapVerbosity(log.FromContext(ctx)))
 	cred := &clearancev1alpha1.ClearanceCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -419,6 +423,11 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 	case errors.As(err, &rejected):
 		tokenRequests.WithLabelValues(outcomeRejected).Inc()
 		reason, wait = clearancev1alpha1.ReasonCredentialRejected, RejectedRetryInterval
+		if clearance.Hint(err) == clearance.HintClockSkew {
+			// A clock is fixed without touching the spec or the Secret, so a
+			// skew rejection is retried on the transient schedule, not hourly.
+			wait = FailureBackoff(st.FailedAttempts, r.jitter(), s.now, expiresAt)
+		}
 		if valid && s.stored.ExpiresAt.Sub(s.now) < wait {
 			wait = s.stored.ExpiresAt.Sub(s.now) // to report the expiry when it comes
 		}

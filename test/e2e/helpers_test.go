@@ -251,7 +251,11 @@ func managerArgs(deploy *unstructured.Unstructured, metricsAddr, probeAddr strin
 		}
 		args = append(args, a)
 	}
-	return append(args, "--leader-election-namespace="+deploy.GetNamespace())
+	// Short leader election timings keep the failover spec quick; the shipped
+	// defaults (60s/45s/5s, tolerant of apiserver outages) are exercised by the
+	// fault suite's apiserver-restart spec.
+	return append(args, "--leader-election-namespace="+deploy.GetNamespace(),
+		"--leader-elect-lease-duration=15s", "--leader-elect-renew-deadline=10s", "--leader-elect-retry-period=2s")
 }
 
 // manager is a manager process started for a test.

@@ -1,0 +1,97 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+	"github.com/clearance-operator/clearance-operator/internal/testutil"
+)
+
+var (
+	managerBinOnce sync.Once
+	managerBin     string
+	managerBinErr  error
+)
+
+// managerBinary builds the shipped manager (the repository's main package)
+// once per suite run.
+func managerBinary(ctx context.Context) string {
+	GinkgoHelper()
+	managerBinOnce.Do(func() {
+		managerBin, managerBinErr = testutil.BuildBinary(ctx, ".", suiteDir, "manager")
+	})
+	Expect(managerBinErr).NotTo(HaveOccurred())
+	return managerBin
+}
+
+// writeKubeconfig writes a kubeconfig for c into the suite directory.
+func writeKubeconfig(c *rest.Config) string {
+	GinkgoHelper()
+	path := filepath.Join(suiteDir, "kubeconfig-"+rand.String(6))
+	Expect(testutil.WriteKubeconfig(c, path)).To(Succeed())
+	return path
+}
+
+// startManagerProcess runs the shipped manager binary against the apiserver
+// of kubeconfig, confined to namespace ns (so it never competes with another
+// manager of this suite), at the highest log verbosity, with its output kept
+// for the secrecy checks and in the suite directory. env adds environment
+// variables, args flags.
+func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []string, args ...string) *testutil.Process {
+	GinkgoHelper()
+	bin := managerBinary(ctx)
+	logPath := filepath.Join(suiteDir, fmt.Sprintf("manager-%s-%s.log", ns, rand.String(4)))
+	p, err := testutil.StartProcess(bin, append([]string{
+		"--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--zap-log-level=10", "--zap-devel",
+		"--namespaces=" + ns,
+	}, args...), append([]string{"KUBECONFIG=" + kubeconfig}, env...), logPath)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { _ = p.Stop(30 * time.Second) })
+	_, err = p.WaitForLine("Starting workers", 90*time.Second)
+	Expect(err).NotTo(HaveOccurred(), "manager log: %s", logPath)
+	GinkgoWriter.Printf("manager process %d for namespace %s, log %s\n", p.Pid(), ns, logPath)
+	return p
+}
+
+// createProcessCredential creates a credential for a manager process (no
+// in-process label).
+func createProcessCredential(ctx context.Context, cl client.Client, ns, name, source, target string,
+	mutate ...func(*clearancev1alpha1.ClearanceCredential)) *clearancev1alpha1.ClearanceCredential {
+	GinkgoHelper()
+	c := newCredential(ns, name, source, target, mutate...)
+	Expect(cl.Create(ctx, c)).To(Succeed())
+	return c
+}
+
+// secretPatch matches the server-side apply (PATCH) of one Secret.
+func secretPatch(ns, name string) func(*http.Request) bool {
+	path := "/api/v1/namespaces/" + ns + "/secrets/" + name
+	return func(r *http.Request) bool { return r.Method == http.MethodPatch && r.URL.Path == path }
+}
+
+// expectAlive fails if a manager process exited.
+func expectAlive(p *testutil.Process) {
+	GinkgoHelper()
+	select {
+	case <-p.Done():
+		lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
+		Fail(fmt.Sprintf("manager process %d exited (%v); its last lines:\n%s", p.Pid(), p.ExitErr(),
+			strings.Join(lines[max(0, len(lines)-3):], "\n")))
+	default:
+	}
+}
