@@ -128,14 +128,14 @@ var _ = Describe("STS responses", Ordered, ContinueOnFailure, func() {
 			Expect(ready.Message).To(ContainSubstring(clearance.HintClockSkew))
 			Expect(condition(ctx, ns, "cred", clearancev1alpha1.ConditionStalled)).To(
 				haveCondition(metav1.ConditionTrue, clearancev1alpha1.ReasonCredentialRejected))
-			Consistently(func() int64 { return requests(srv, cf.ClientID()) }).WithTimeout(time.Second).Should(BeEquivalentTo(1))
+			// A skew rejection is retried on the transient backoff schedule (a
+			// clock gets fixed without any change to the spec or the Secret),
+			// so a few requests, not a hammering.
+			Consistently(func() int64 { return requests(srv, cf.ClientID()) }).WithTimeout(time.Second).Should(BeNumerically("<=", 3))
 
-			By("recovering at once when the clocks agree and a refresh is requested")
+			By("recovering on its own once the clocks agree")
 			srv.SetClockOffset(0)
-			c := getCredential(ctx, k8sClient, ns, "cred")
-			c.Annotations = map[string]string{clearancev1alpha1.RefreshRequestedAtAnnotation: time.Now().Format(time.RFC3339)}
-			Expect(k8sClient.Update(ctx, c)).To(Succeed())
-			token := eventuallyReady(ctx, k8sClient, ns, "cred", "token", 10*time.Second)
+			token := eventuallyReady(ctx, k8sClient, ns, "cred", "token", 20*time.Second)
 			Expect(successes(srv, cf.ClientID())).To(BeEquivalentTo(1))
 			expectNoSecretMaterial(ctx, k8sClient, ns, logSink.String(), [][]byte{cf.Data}, token)
 		}
