@@ -192,7 +192,7 @@ func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, s *recon
 		msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", key.Name)
 		if !meta.IsStatusConditionPresentAndEqual(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled, metav1.ConditionTrue) ||
 			meta.FindStatusCondition(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled).Reason != clearancev1alpha1.ReasonTargetConflict {
-			r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", msg)
+			r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", "%s", msg)
 		}
 		r.setStalled(s, clearancev1alpha1.ReasonTargetConflict, msg)
 		s.cred.Status.ExpiresAt, s.cred.Status.RenewalTime = nil, nil
@@ -489,7 +489,9 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	}
 	r.mu.Lock()
 	delete(r.pending, s.key)
-	r.written[s.key] = m.token.IssuedAt
+	// As stored in the annotation (RFC 3339 drops sub-seconds), so a cache
+	// that has caught up compares equal and costs no GET.
+	r.written[s.key] = m.token.IssuedAt.UTC().Truncate(time.Second)
 	r.mu.Unlock()
 
 	event, verb := EventRenewed, "renewed"
