@@ -205,6 +205,11 @@ func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, s *recon
 	return nil
 }
 
+// writtenMark is the issue time of a token as the target Secret stores it
+// (RFC 3339 drops sub-seconds), so a cache that has caught up with our last
+// write compares equal and costs no GET.
+func writtenMark(issuedAt time.Time) time.Time { return issuedAt.UTC().Truncate(time.Second) }
+
 // cacheBehind reports whether the cached target predates our last write.
 func (r *ClearanceCredentialReconciler) cacheBehind(key types.NamespacedName, cached *corev1.Secret) bool {
 	r.mu.Lock()
@@ -489,9 +494,7 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	}
 	r.mu.Lock()
 	delete(r.pending, s.key)
-	// As stored in the annotation (RFC 3339 drops sub-seconds), so a cache
-	// that has caught up compares equal and costs no GET.
-	r.written[s.key] = m.token.IssuedAt.UTC().Truncate(time.Second)
+	r.written[s.key] = writtenMark(m.token.IssuedAt)
 	r.mu.Unlock()
 
 	event, verb := EventRenewed, "renewed"
