@@ -310,6 +310,7 @@ type secretWatch struct {
 
 	mu         sync.Mutex
 	tokens     []string
+	firstSeen  []time.Time // when each of tokens was first observed
 	violations []string
 	seen       int
 }
@@ -352,6 +353,7 @@ func watchSecret(cl client.Client, ns, name string) *secretWatch {
 				}
 				if token != "" && (len(w.tokens) == 0 || w.tokens[len(w.tokens)-1] != token) {
 					w.tokens = append(w.tokens, token)
+					w.firstSeen = append(w.firstSeen, now)
 				}
 			}
 			w.mu.Unlock()
@@ -375,6 +377,20 @@ func (w *secretWatch) waitForTokens(n int) {
 func (w *secretWatch) stop() {
 	w.cancel()
 	<-w.done
+}
+
+// tokensSeenBefore returns the distinct tokens first observed before t, in
+// order: what a pod could have read up to that moment.
+func (w *secretWatch) tokensSeenBefore(t time.Time) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var tokens []string
+	for i, token := range w.tokens {
+		if w.firstSeen[i].Before(t) {
+			tokens = append(tokens, token)
+		}
+	}
+	return tokens
 }
 
 // result returns the distinct tokens seen in order, the violations, and how
