@@ -82,29 +82,35 @@ type failureState struct {
 	retryAt time.Time
 }
 
-// sourceState remembers the connection file seen at a resourceVersion, so the
-// connection Secret is read from the apiserver only when it changed.
+// sourceState remembers the content hash of the connection Secret at a
+// resourceVersion, so the Secret is read from the apiserver only when it
+// changed or a token is to be minted. The parsed file (an RSA key with its
+// precomputed values, about 6 KB) is not kept between reconciles: a
+// credential needs it once per token lifetime, and holding it for 10,000
+// credentials would cost about 60 MB.
 type sourceState struct {
 	ref             clearancev1alpha1.SecretKeyRef
 	resourceVersion string
 	hash            string
-	file            *clearance.ConnectionFile
 }
 
 // reconcileState is what the steps of one reconcile share.
 type reconcileState struct {
-	cred       *clearancev1alpha1.ClearanceCredential
-	key        types.NamespacedName
-	now        time.Time
-	target     *corev1.Secret
-	stored     *StoredToken
-	connection *clearance.ConnectionFile
-	connHash   string
-	specHash   string
-	decision   MintDecision
-	minted     *mintedToken
-	result     ctrl.Result
-	done       bool
+	cred   *clearancev1alpha1.ClearanceCredential
+	key    types.NamespacedName
+	now    time.Time
+	target *corev1.Secret
+	// createTarget: no target Secret is known to exist, so the token is
+	// written with a create.
+	createTarget bool
+	stored       *StoredToken
+	connection   *clearance.ConnectionFile
+	connHash     string
+	specHash     string
+	decision     MintDecision
+	minted       *mintedToken
+	result       ctrl.Result
+	done         bool
 }
 
 // +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials,verbs=get;list;watch
@@ -157,52 +163,91 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 // specHash covers the spec fields that change what is minted; other fields
 // (renewBefore, secretTemplate, suspend) apply without a new token.
 func specHash(cred *clearancev1alpha1.ClearanceCredential) string {
-	key := cred.Spec.ConnectionSecretRef.Key
-	if key == "" {
-		key = clearancev1alpha1.DefaultConnectionSecretKey
-	}
+	ref := connectionRef(cred)
 	enc := string(cred.Spec.TokenRequestEncoding)
 	if enc == "" {
 		enc = string(clearancev1alpha1.TokenRequestEncodingForm)
 	}
-	return shortHash(cred.Spec.ConnectionSecretRef.Name, key, cred.Spec.Audience, enc)
+	return shortHash(ref.Name, ref.Key, cred.Spec.Audience, enc)
 }
 
-// readTarget finds the target Secret. The cache holds only managed Secrets,
-// so a miss (or a cached copy older than our last write) is confirmed with
-// one direct GET: a foreign Secret of that name must never be overwritten.
+// readTarget finds the target Secret. The cache holds only managed Secrets.
+// A miss for a target this process never wrote, that the metadata-only cache
+// of all Secrets does not know either, is taken as "absent": the write then
+// creates it, and a create cannot overwrite a Secret that appeared meanwhile
+// (see createOrApplyTarget), so no GET is spent on the common case of a new
+// credential. Any other miss (a foreign or unlabelled Secret of that name, or
+// a cached copy older than our last write) is confirmed with one direct GET.
 func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, s *reconcileState) error {
 	key := types.NamespacedName{Namespace: s.cred.Namespace, Name: s.cred.Spec.SecretName}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
 	switch {
+	case apierrors.IsNotFound(err) && !r.hasWritten(s.key) && !r.secretKnown(ctx, key):
+		s.createTarget = true
+		return nil
 	case apierrors.IsNotFound(err) || (err == nil && r.cacheBehind(s.key, secret)):
 		secret = &corev1.Secret{}
 		err = r.APIReader.Get(ctx, key, secret)
 		if apierrors.IsNotFound(err) {
+			s.createTarget = true
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading target Secret: %w", err)
 		}
+		slimTargetSecret(secret) // the form the cache holds, for one code path below
 	case err != nil:
 		return fmt.Errorf("reading target Secret: %w", err)
 	}
 	if !controlledBy(secret, s.cred) {
-		msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", key.Name)
-		if !meta.IsStatusConditionPresentAndEqual(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled, metav1.ConditionTrue) ||
-			meta.FindStatusCondition(s.cred.Status.Conditions, clearancev1alpha1.ConditionStalled).Reason != clearancev1alpha1.ReasonTargetConflict {
-			r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", "%s", msg)
-		}
-		r.setStalled(s, clearancev1alpha1.ReasonTargetConflict, msg)
-		s.cred.Status.ExpiresAt, s.cred.Status.RenewalTime = nil, nil
-		r.observeReady(s.cred, false, nil, nil)
-		s.done = true // the metadata watch on Secrets brings us back when it goes away
+		r.targetConflict(s)
 		return nil
 	}
 	s.target = secret
 	s.stored = storedTokenFrom(secret)
 	return nil
+}
+
+// conflictOnRecord reports whether the last reconcile found a foreign Secret
+// under the target name; the status remembers it across restarts.
+func conflictOnRecord(cred *clearancev1alpha1.ClearanceCredential) bool {
+	c := meta.FindStatusCondition(cred.Status.Conditions, clearancev1alpha1.ConditionStalled)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == clearancev1alpha1.ReasonTargetConflict
+}
+
+// targetConflict reports a target name held by a Secret this credential does
+// not control. It is left untouched; the metadata watch on Secrets brings the
+// credential back when that Secret goes away.
+func (r *ClearanceCredentialReconciler) targetConflict(s *reconcileState) {
+	msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", s.cred.Spec.SecretName)
+	if !conflictOnRecord(s.cred) {
+		r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", "%s", msg)
+	}
+	r.setStalled(s, clearancev1alpha1.ReasonTargetConflict, msg)
+	s.cred.Status.ExpiresAt, s.cred.Status.RenewalTime = nil, nil
+	s.done = true
+}
+
+// secretKnown reports whether the metadata-only cache holds a Secret of that
+// name (true when it cannot say).
+func (r *ClearanceCredentialReconciler) secretKnown(ctx context.Context, key types.NamespacedName) bool {
+	_, err := r.secretMetadata(ctx, key)
+	return !apierrors.IsNotFound(err)
+}
+
+// secretMetadata reads a Secret's metadata from the metadata-only cache.
+func (r *ClearanceCredentialReconciler) secretMetadata(ctx context.Context, key types.NamespacedName) (*metav1.PartialObjectMetadata, error) {
+	md := &metav1.PartialObjectMetadata{}
+	md.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return md, r.SecretMetadata.Get(ctx, key, md)
+}
+
+func (r *ClearanceCredentialReconciler) hasWritten(key types.NamespacedName) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.written[key]
+	return ok
 }
 
 // writtenMark is the issue time of a token as the target Secret stores it
@@ -234,40 +279,47 @@ func (r *ClearanceCredentialReconciler) checkSuspended(_ context.Context, s *rec
 			fmt.Sprintf("minting suspended; the stored token is valid until %s", formatTime(s.stored.ExpiresAt)))
 		s.cred.Status.ExpiresAt = metaTime(s.stored.ExpiresAt)
 		s.cred.Status.RenewalTime = nil
-		r.observeReady(s.cred, true, &s.stored.ExpiresAt, nil)
 		s.result = ctrl.Result{RequeueAfter: s.stored.ExpiresAt.Sub(s.now)} // to report the expiry
 		return nil
 	}
 	r.setReady(s, metav1.ConditionFalse, clearancev1alpha1.ReasonSuspended, "minting suspended; no valid token is stored")
 	s.cred.Status.RenewalTime = nil
-	r.observeReady(s.cred, false, nil, nil)
 	return nil
 }
 
-// readSource loads the connection file. The Secret is read with a direct GET
-// (connection Secrets are never cached) only when its resourceVersion in the
-// metadata-only cache differs from the one last read.
+// readSource learns the connection file's content hash. When the metadata-only
+// cache shows the resourceVersion last read, the remembered hash stands and
+// nothing is read; otherwise the Secret is read (connection Secrets are never
+// cached) and parsed, and the parse serves this reconcile's mint.
 func (r *ClearanceCredentialReconciler) readSource(ctx context.Context, s *reconcileState) error {
-	ref := s.cred.Spec.ConnectionSecretRef
-	if ref.Key == "" {
-		ref.Key = clearancev1alpha1.DefaultConnectionSecretKey
-	}
-	srcKey := types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}
-
-	md := &metav1.PartialObjectMetadata{}
-	md.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.SecretMetadata.Get(ctx, srcKey, md); err == nil {
+	ref := connectionRef(s.cred)
+	if md, err := r.secretMetadata(ctx, types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}); err == nil {
 		r.mu.Lock()
 		known := r.sources[s.key]
 		r.mu.Unlock()
 		if known != nil && known.ref == ref && known.resourceVersion == md.ResourceVersion {
-			s.connection, s.connHash = known.file, known.hash
+			s.connHash = known.hash
 			return nil
 		}
 	}
+	return r.loadSource(ctx, s)
+}
 
+// loadConnection makes sure this reconcile holds the parsed connection file
+// before a mint. A content change found here only means the mint that is
+// about to happen also covers it.
+func (r *ClearanceCredentialReconciler) loadConnection(ctx context.Context, s *reconcileState) error {
+	if s.connection != nil {
+		return nil
+	}
+	return r.loadSource(ctx, s)
+}
+
+// loadSource reads the connection Secret with one GET and parses it.
+func (r *ClearanceCredentialReconciler) loadSource(ctx context.Context, s *reconcileState) error {
+	ref := connectionRef(s.cred)
 	secret := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, srcKey, secret); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return r.sourceProblem(s, clearancev1alpha1.ReasonConnectionSecretNotFound,
 				fmt.Sprintf("connection Secret %q not found in namespace %q; the token is renewed once it exists", ref.Name, s.cred.Namespace))
@@ -287,9 +339,18 @@ func (r *ClearanceCredentialReconciler) readSource(ctx context.Context, s *recon
 	}
 	s.connection, s.connHash = file, shortHash(string(data))
 	r.mu.Lock()
-	r.sources[s.key] = &sourceState{ref: ref, resourceVersion: secret.ResourceVersion, hash: s.connHash, file: file}
+	r.sources[s.key] = &sourceState{ref: ref, resourceVersion: secret.ResourceVersion, hash: s.connHash}
 	r.mu.Unlock()
 	return nil
+}
+
+// connectionRef is spec.connectionSecretRef with its default key.
+func connectionRef(cred *clearancev1alpha1.ClearanceCredential) clearancev1alpha1.SecretKeyRef {
+	ref := cred.Spec.ConnectionSecretRef
+	if ref.Key == "" {
+		ref.Key = clearancev1alpha1.DefaultConnectionSecretKey
+	}
+	return ref
 }
 
 // sourceProblem reports a connection Secret the user has to fix. The stored
@@ -300,12 +361,9 @@ func (r *ClearanceCredentialReconciler) sourceProblem(s *reconcileState, reason,
 	delete(r.sources, s.key)
 	r.mu.Unlock()
 	r.setStalled(s, reason, msg)
-	valid := s.stored != nil && s.stored.HasToken && s.now.Before(s.stored.ExpiresAt)
-	if valid {
-		r.observeReady(s.cred, false, &s.stored.ExpiresAt, nil)
-		s.result = ctrl.Result{RequeueAfter: s.stored.ExpiresAt.Sub(s.now)}
-	} else {
-		r.observeReady(s.cred, false, nil, nil)
+	s.cred.Status.RenewalTime = nil // nothing is scheduled until the user fixes it
+	if s.stored != nil && s.stored.HasToken && s.now.Before(s.stored.ExpiresAt) {
+		s.result = ctrl.Result{RequeueAfter: s.stored.ExpiresAt.Sub(s.now)} // to report the expiry
 	}
 	return nil
 }
@@ -329,8 +387,8 @@ func (r *ClearanceCredentialReconciler) decide(ctx context.Context, s *reconcile
 	delete(r.pending, s.key)
 	r.mu.Unlock()
 	if !templateApplied(s.cred, s.target) {
-		if err := r.apply(ctx, reapplySecret(s.cred, s.target)); err != nil {
-			return fmt.Errorf("updating target Secret metadata: %w", err)
+		if err := r.reapplyTemplate(ctx, s); err != nil {
+			return err
 		}
 	}
 	st := s.stored
@@ -339,6 +397,23 @@ func (r *ClearanceCredentialReconciler) decide(ctx context.Context, s *reconcile
 	s.result = ctrl.Result{RequeueAfter: s.decision.RenewAt.Sub(s.now)}
 	s.done = true
 	log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", st.ExpiresAt, "renewAt", s.decision.RenewAt)
+	return nil
+}
+
+// reapplyTemplate writes a changed secretTemplate onto the stored Secret
+// without a new token. The operator holds target Secrets without their data,
+// so this rare path reads the full Secret once.
+func (r *ClearanceCredentialReconciler) reapplyTemplate(ctx context.Context, s *reconcileState) error {
+	full := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.target), full); err != nil {
+		return fmt.Errorf("reading target Secret: %w", err)
+	}
+	if !controlledBy(full, s.cred) {
+		return fmt.Errorf("target Secret %q changed owner while its metadata was being updated", full.Name)
+	}
+	if err := r.apply(ctx, reapplySecret(s.cred, full)); err != nil {
+		return fmt.Errorf("updating target Secret metadata: %w", err)
+	}
 	return nil
 }
 
@@ -371,6 +446,9 @@ func (r *ClearanceCredentialReconciler) gateRetry(s *reconcileState) error {
 func (r *ClearanceCredentialReconciler) mint(ctx context.Context, s *reconcileState) error {
 	if s.minted != nil {
 		return nil // minted earlier, not yet written
+	}
+	if err := r.loadConnection(ctx, s); err != nil || s.done {
+		return err
 	}
 	logger := log.FromContext(ctx)
 	logger.V(1).Info("requesting a token", "reason", s.decision.Reason)
@@ -412,6 +490,9 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 	st := &s.cred.Status
 	st.FailedAttempts++
 	st.LastFailureTime = metaTime(s.now)
+	// The renewal that was scheduled is under way; the next attempt's time is
+	// in the conditions.
+	st.RenewalTime = nil
 
 	var (
 		rejected    *clearance.RejectedError
@@ -469,25 +550,27 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 		r.setCondition(s, clearancev1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, "renewal failing: "+msg+"; "+next)
 		r.setReady(s, metav1.ConditionTrue, clearancev1alpha1.ReasonTokenValid,
 			fmt.Sprintf("the stored token is valid until %s, but renewal is failing (see Degraded)", formatTime(s.stored.ExpiresAt)))
-		r.observeReady(s.cred, true, expiresAt, nil)
 	case s.stored != nil && s.stored.HasToken:
 		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionDegraded)
 		r.setReady(s, metav1.ConditionFalse, clearancev1alpha1.ReasonTokenExpired,
 			fmt.Sprintf("the stored token expired at %s and renewal is failing: %s; %s", formatTime(s.stored.ExpiresAt), msg, next))
-		r.observeReady(s.cred, false, nil, nil)
 	default:
 		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionDegraded)
 		r.setReady(s, metav1.ConditionFalse, reason, msg+"; "+next)
-		r.observeReady(s.cred, false, nil, nil)
 	}
 	s.result = ctrl.Result{RequeueAfter: wait}
 	return nil
 }
 
-// writeTarget stores the token with server-side apply.
+// writeTarget stores the token: a create when no target is known to exist,
+// else server-side apply.
 func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reconcileState) error {
 	m := s.minted
-	if err := r.apply(ctx, targetSecret(s.cred, m)); err != nil {
+	err := r.createOrApplyTarget(ctx, s)
+	if s.done {
+		return nil // a foreign Secret holds the name; the token stays pending
+	}
+	if err != nil {
 		r.setCondition(s, clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed,
 			"a new token was minted but writing the target Secret failed; retrying with the same token")
 		return fmt.Errorf("writing target Secret: %w", err)
@@ -514,6 +597,30 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	return nil
 }
 
+// createOrApplyTarget writes the minted token. A create (cheaper for the
+// apiserver than an apply that creates) fails on any existing Secret, so it
+// can never take over a foreign one; when the name turns out to be taken, one
+// GET tells ours (applied as usual) from a foreign one (a conflict).
+func (r *ClearanceCredentialReconciler) createOrApplyTarget(ctx context.Context, s *reconcileState) error {
+	if s.createTarget {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
+		defer cancel()
+		err := r.Create(wctx, newTargetSecret(s.cred, s.minted), client.FieldOwner(FieldOwner))
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		existing := &corev1.Secret{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.cred.Namespace, Name: s.cred.Spec.SecretName}, existing); err != nil {
+			return err
+		}
+		if !controlledBy(existing, s.cred) {
+			r.targetConflict(s)
+			return nil
+		}
+	}
+	return r.apply(ctx, targetSecret(s.cred, s.minted))
+}
+
 func (r *ClearanceCredentialReconciler) apply(ctx context.Context, obj *corev1ac.SecretApplyConfiguration) error {
 	// Detached from cancellation so a shutdown lets an in-flight write finish.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
@@ -538,7 +645,6 @@ func (r *ClearanceCredentialReconciler) setTokenStatus(s *reconcileState, issued
 			formatTime(expiresAt), rb.Duration, expiresAt.Sub(issuedAt).Round(time.Second), formatTime(renewAt))
 	}
 	r.setReady(s, metav1.ConditionTrue, reason, msg)
-	r.observeReady(s.cred, true, &expiresAt, &renewAt)
 }
 
 func (r *ClearanceCredentialReconciler) setReady(s *reconcileState, status metav1.ConditionStatus, reason, msg string) {
@@ -559,23 +665,6 @@ func (r *ClearanceCredentialReconciler) setCondition(s *reconcileState, condType
 	})
 }
 
-// observeReady updates the per-credential metric series.
-func (r *ClearanceCredentialReconciler) observeReady(cred *clearancev1alpha1.ClearanceCredential, ready bool, expiresAt, renewAt *time.Time) {
-	v := 0.0
-	if ready {
-		v = 1
-	}
-	credentialReady.WithLabelValues(cred.Namespace, cred.Name).Set(v)
-	if expiresAt != nil {
-		tokenExpiration.WithLabelValues(cred.Namespace, cred.Name).Set(float64(expiresAt.Unix()))
-	}
-	if renewAt != nil {
-		tokenRenewal.WithLabelValues(cred.Namespace, cred.Name).Set(float64(renewAt.Unix()))
-	} else {
-		tokenRenewal.DeleteLabelValues(cred.Namespace, cred.Name)
-	}
-}
-
 // forget drops everything held for a deleted credential.
 func (r *ClearanceCredentialReconciler) forget(key types.NamespacedName) {
 	r.mu.Lock()
@@ -584,7 +673,6 @@ func (r *ClearanceCredentialReconciler) forget(key types.NamespacedName) {
 	delete(r.sources, key)
 	delete(r.written, key)
 	r.mu.Unlock()
-	forgetMetrics(key.Namespace, key.Name)
 }
 
 func (r *ClearanceCredentialReconciler) jitter() float64 {

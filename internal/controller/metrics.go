@@ -1,8 +1,17 @@
 package controller
 
 import (
+	"context"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 )
 
 // Token request outcomes, the values of the outcome label.
@@ -18,14 +27,6 @@ const (
 // Labels hold only namespace and name: never anything from the token or the
 // connection file.
 var (
-	tokenExpiration = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "clearance_token_expiration_timestamp_seconds",
-		Help: "Expiry of the token stored in the credential's target Secret (Unix seconds).",
-	}, []string{"namespace", "name"})
-	tokenRenewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "clearance_token_renewal_timestamp_seconds",
-		Help: "When the credential's token is scheduled to be renewed (Unix seconds).",
-	}, []string{"namespace", "name"})
 	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "clearance_token_requests_total",
 		Help: "Token requests to the Clearance STS by outcome (success, rejected, rate_limited, transient).",
@@ -35,22 +36,82 @@ var (
 		Help:    "Duration of token requests to the Clearance STS, failover included.",
 		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
-	credentialReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "clearance_credential_ready",
-		Help: "1 when the credential's target Secret holds a valid token, else 0.",
-	}, []string{"namespace", "name"})
+	credentialMetrics = &credentialCollector{}
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokenExpiration, tokenRenewal, tokenRequests, tokenRequestDuration, credentialReady)
+	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, credentialMetrics)
 	for _, o := range []string{outcomeSuccess, outcomeRejected, outcomeRateLimited, outcomeTransient} {
 		tokenRequests.WithLabelValues(o)
 	}
 }
 
-// forgetMetrics removes a deleted credential's series.
-func forgetMetrics(namespace, name string) {
-	tokenExpiration.DeleteLabelValues(namespace, name)
-	tokenRenewal.DeleteLabelValues(namespace, name)
-	credentialReady.DeleteLabelValues(namespace, name)
+var (
+	credentialReadyDesc = prometheus.NewDesc("clearance_credential_ready",
+		"1 when the credential's target Secret holds a valid token, else 0.", []string{"namespace", "name"}, nil)
+	tokenExpirationDesc = prometheus.NewDesc("clearance_token_expiration_timestamp_seconds",
+		"Expiry of the token stored in the credential's target Secret (Unix seconds).", []string{"namespace", "name"}, nil)
+	tokenRenewalDesc = prometheus.NewDesc("clearance_token_renewal_timestamp_seconds",
+		"When the credential's token is scheduled to be renewed (Unix seconds).", []string{"namespace", "name"}, nil)
+)
+
+// credentialListTimeout bounds a scrape's read of the informer cache (it
+// only waits when the cache has not synced yet).
+const credentialListTimeout = 5 * time.Second
+
+// credentialCollector derives the per-credential series at scrape time from
+// the ClearanceCredentials' status in the informer cache, like
+// kube-state-metrics does: the status already says all of it, so nothing is
+// held per credential (gauge vectors cost about 1.3 KB per credential, 13 MB
+// at 10,000), and a deleted credential's series disappear with it.
+type credentialCollector struct {
+	mu     sync.RWMutex
+	reader client.Reader
 }
+
+// setReader points the collector at the manager's cache.
+func (c *credentialCollector) setReader(r client.Reader) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reader = r
+}
+
+// Describe implements prometheus.Collector.
+func (c *credentialCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- credentialReadyDesc
+	ch <- tokenExpirationDesc
+	ch <- tokenRenewalDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *credentialCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.RLock()
+	reader := c.reader
+	c.mu.RUnlock()
+	if reader == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), credentialListTimeout)
+	defer cancel()
+	list := &clearancev1alpha1.ClearanceCredentialList{}
+	// Read-only use of the cached objects: no copy of 10,000 of them per scrape.
+	if err := reader.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return // no series until the cache can answer; a failed scrape would hide the other metrics
+	}
+	for i := range list.Items {
+		cred := &list.Items[i]
+		ready := 0.0
+		if meta.IsStatusConditionTrue(cred.Status.Conditions, clearancev1alpha1.ConditionReady) {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(credentialReadyDesc, prometheus.GaugeValue, ready, cred.Namespace, cred.Name)
+		if t := cred.Status.ExpiresAt; t != nil {
+			ch <- prometheus.MustNewConstMetric(tokenExpirationDesc, prometheus.GaugeValue, unixSeconds(t), cred.Namespace, cred.Name)
+		}
+		if t := cred.Status.RenewalTime; t != nil {
+			ch <- prometheus.MustNewConstMetric(tokenRenewalDesc, prometheus.GaugeValue, unixSeconds(t), cred.Namespace, cred.Name)
+		}
+	}
+}
+
+func unixSeconds(t *metav1.Time) float64 { return float64(t.Unix()) }

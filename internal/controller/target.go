@@ -27,6 +27,18 @@ const (
 	annotationRefresh        = annotationPrefix + "refresh-requested-at"
 	annotationTokenEndpoint  = annotationPrefix + "token-endpoint"
 	annotationKeyID          = annotationPrefix + "key-id"
+	// annotationTokenState is set by slimTargetSecret on the copies the
+	// operator holds, in place of the token itself. The colon makes it an
+	// invalid annotation key: the apiserver never returns it, so a Secret
+	// carrying it was slimmed here and its verdict can be trusted.
+	annotationTokenState = annotationPrefix + "cache:token-state"
+)
+
+// Values of annotationTokenState.
+const (
+	tokenStateIntact  = "intact"  // token, expiresAt and tokenType present and matching the token hash
+	tokenStateEdited  = "edited"  // all present, but not what the operator wrote
+	tokenStateMissing = "missing" // a key is missing or the token is empty
 )
 
 // FieldOwner is the server-side apply field manager for the Secrets the operator writes.
@@ -48,23 +60,66 @@ func tokenDataHash(token, expiresAt, tokenType string) string {
 	return shortHash(token, expiresAt, tokenType)
 }
 
-// storedTokenFrom reads the stored state from the target Secret; nil for no Secret.
-func storedTokenFrom(s *corev1.Secret) *StoredToken {
-	if s == nil {
-		return nil
+// slimTargetSecret turns a target Secret read from the apiserver into the
+// form the operator holds (the managed-Secret cache applies it as a
+// transform, readTarget to the Secrets it GETs): the token and the copied
+// connection-file fields are dropped, and a verdict on the token, computed
+// here from the full data, takes their place. The cache then holds no token
+// (about 2 KB per credential, 20 MB at 10,000). It mutates s, and is
+// idempotent, as client-go requires of a transform (an object may pass twice).
+func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
+	if _, slimmed := s.Annotations[annotationTokenState]; slimmed {
+		return s
 	}
 	token, hasToken := s.Data[clearancev1alpha1.SecretKeyToken]
 	expires, hasExpires := s.Data[clearancev1alpha1.SecretKeyExpiresAt]
 	tokenType, hasType := s.Data[clearancev1alpha1.SecretKeyTokenType]
+	state := tokenStateMissing
+	if hasToken && hasExpires && hasType && len(token) > 0 {
+		state = tokenStateEdited
+		if s.Annotations[annotationTokenHash] == tokenDataHash(string(token), string(expires), string(tokenType)) {
+			state = tokenStateIntact
+		}
+	}
+	s.Data = map[string][]byte{}
+	if hasExpires {
+		s.Data[clearancev1alpha1.SecretKeyExpiresAt] = expires
+	}
+	if hasType {
+		s.Data[clearancev1alpha1.SecretKeyTokenType] = tokenType
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[annotationTokenState] = state
+	s.ManagedFields = nil
+	return s
+}
+
+// SlimTargetSecretTransform is slimTargetSecret as a cache transform.
+func SlimTargetSecretTransform(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok {
+		return slimTargetSecret(s), nil
+	}
+	return obj, nil
+}
+
+// storedTokenFrom reads the stored state from a target Secret in the form
+// slimTargetSecret leaves it; nil for no Secret.
+func storedTokenFrom(s *corev1.Secret) *StoredToken {
+	if s == nil {
+		return nil
+	}
+	state := s.Annotations[annotationTokenState]
 	st := &StoredToken{
-		HasToken:       hasToken && hasExpires && hasType && len(token) > 0,
+		HasToken:       state == tokenStateIntact || state == tokenStateEdited,
+		Intact:         state == tokenStateIntact,
 		ConnectionHash: s.Annotations[annotationConnectionHash],
 		SpecHash:       s.Annotations[annotationSpecHash],
 		RefreshRequest: s.Annotations[annotationRefresh],
 	}
-	st.Intact = st.HasToken && s.Annotations[annotationTokenHash] == tokenDataHash(string(token), string(expires), string(tokenType))
 	// The expiry in the data is what pods read, so it is the one that counts.
-	st.ExpiresAt = parseTime(string(expires))
+	st.ExpiresAt = parseTime(string(s.Data[clearancev1alpha1.SecretKeyExpiresAt]))
 	st.IssuedAt = parseTime(s.Annotations[annotationIssuedAt])
 	st.RenewAt = parseTime(s.Annotations[annotationRenewalTime])
 	if st.ExpiresAt.IsZero() {
@@ -83,13 +138,12 @@ func parseTime(v string) time.Time {
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// targetSecret is the apply configuration of the target Secret for a token.
-// Always type Opaque and always controlled by the credential: nothing in the
-// spec can change either. Only non-secret extras are copied from the
-// connection file: never the private key or the APIKey.
-func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1ac.SecretApplyConfiguration {
+// targetContent is what the target Secret holds for a minted token. Only
+// non-secret extras are copied from the connection file: never the private
+// key or the APIKey.
+func targetContent(m *mintedToken) (data map[string][]byte, annotations map[string]string) {
 	expiresAt := formatTime(m.token.ExpiresAt)
-	data := map[string][]byte{
+	data = map[string][]byte{
 		clearancev1alpha1.SecretKeyToken:     []byte(m.token.AccessToken),
 		clearancev1alpha1.SecretKeyExpiresAt: []byte(expiresAt),
 		clearancev1alpha1.SecretKeyTokenType: []byte(m.token.TokenType),
@@ -99,7 +153,7 @@ func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *
 	for member, addr := range m.connection.FirstAddresses {
 		data[addressDataKey(member)] = []byte(addr)
 	}
-	annotations := map[string]string{
+	annotations = map[string]string{
 		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
 		annotationIssuedAt:                    formatTime(m.token.IssuedAt),
 		annotationRenewalTime:                 formatTime(m.renewAt),
@@ -112,23 +166,50 @@ func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *
 	if m.refreshRequest != "" {
 		annotations[annotationRefresh] = m.refreshRequest
 	}
+	return data, annotations
+}
+
+// targetSecret is the apply configuration of the target Secret for a token.
+// Always type Opaque and always controlled by the credential: nothing in the
+// spec can change either.
+func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1ac.SecretApplyConfiguration {
+	data, annotations := targetContent(m)
 	return applySecret(cred, data, annotations)
 }
 
+// newTargetSecret is the same Secret as targetSecret, as an object to create.
+func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1.Secret {
+	data, annotations := targetContent(m)
+	labels := targetMetadata(cred, annotations)
+	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: cred.Spec.SecretName, Namespace: cred.Namespace,
+			Labels: labels, Annotations: annotations,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(cred, gvk)},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: data,
+	}
+}
+
 // reapplySecret re-applies the stored data with the current template, for
-// metadata-only changes that need no new token.
+// metadata-only changes that need no new token. stored is the full Secret
+// (read from the apiserver, not the slimmed form the operator holds).
 func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret) *corev1ac.SecretApplyConfiguration {
 	annotations := map[string]string{}
 	for k, v := range stored.Annotations {
-		if strings.HasPrefix(k, annotationPrefix) {
+		if strings.HasPrefix(k, annotationPrefix) && k != annotationTokenState {
 			annotations[k] = v
 		}
 	}
 	return applySecret(cred, maps.Clone(stored.Data), annotations)
 }
 
-func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string) *corev1ac.SecretApplyConfiguration {
-	labels := map[string]string{}
+// targetMetadata returns the target Secret's labels and adds the template's
+// annotations to the operator's own.
+func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map[string]string) (labels map[string]string) {
+	labels = map[string]string{}
 	if t := cred.Spec.SecretTemplate; t != nil {
 		maps.Copy(labels, t.Labels)
 		for k, v := range t.Annotations {
@@ -141,6 +222,11 @@ func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]
 	}
 	// Set last: a template cannot take the Secret out of the operator's cache.
 	labels[clearancev1alpha1.ManagedByLabel] = clearancev1alpha1.ManagedByValue
+	return labels
+}
+
+func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string) *corev1ac.SecretApplyConfiguration {
+	labels := targetMetadata(cred, annotations)
 	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
 	return corev1ac.Secret(cred.Spec.SecretName, cred.Namespace).
 		WithType(corev1.SecretTypeOpaque).

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,7 @@ func FuzzTargetSecret(f *testing.F) {
 		}
 		minted := targetSecret(cred, m)
 		checkTargetSecret(t, cred, minted, true)
+		checkSameAsCreated(t, minted, newTargetSecret(cred, m))
 		plain := cred.DeepCopy()
 		plain.Spec.SecretTemplate = nil
 		checkBookkeeping(t, operatorAnnotations(targetSecret(plain, m).Annotations), operatorAnnotations(minted.Annotations))
@@ -151,5 +153,24 @@ func checkTargetSecret(t *testing.T, cred *clearancev1alpha1.ClearanceCredential
 		if !allowed[k] && !strings.HasSuffix(k, "Address") {
 			t.Fatalf("unexpected data key %q", k)
 		}
+	}
+}
+
+// checkSameAsCreated fails when the Secret created for a new credential
+// differs from the one applied for it later: the first write is a create.
+func checkSameAsCreated(t *testing.T, applied *corev1ac.SecretApplyConfiguration, created *corev1.Secret) {
+	t.Helper()
+	if !reflect.DeepEqual(applied.Labels, created.Labels) || !reflect.DeepEqual(applied.Annotations, created.Annotations) ||
+		!reflect.DeepEqual(applied.Data, created.Data) || *applied.Type != created.Type ||
+		*applied.Name != created.Name || *applied.Namespace != created.Namespace {
+		t.Fatalf("created Secret differs from the applied one:\ncreated %+v\napplied %+v", created, applied)
+	}
+	if len(created.OwnerReferences) != 1 {
+		t.Fatalf("created Secret has %d owner references", len(created.OwnerReferences))
+	}
+	a, c := applied.OwnerReferences[0], created.OwnerReferences[0]
+	if *a.APIVersion != c.APIVersion || *a.Kind != c.Kind || *a.Name != c.Name || *a.UID != c.UID ||
+		!reflect.DeepEqual(a.Controller, c.Controller) || !reflect.DeepEqual(a.BlockOwnerDeletion, c.BlockOwnerDeletion) {
+		t.Fatalf("owner references differ: created %+v, applied %+v", c, a)
 	}
 }

@@ -98,11 +98,16 @@ func leaderElectionSpecs() {
 
 		It("keeps every token: none expired, none minted twice; the new leader mints new credentials", func() {
 			// The new leader has reconciled every credential once its
-			// readiness gauge is set for each of them.
+			// controller has counted a successful reconcile for each (its
+			// readiness gauges come from the credentials' status, which the
+			// old leader wrote, so they alone do not show it).
 			Eventually(func(g Gomega) {
 				status, body, err := scrape(second.metricsAddr, reader)
 				g.Expect(err).NotTo(HaveOccurred())
 				g.Expect(status).To(Equal(200))
+				reconciled, err := metricValue(body, `controller_runtime_reconcile_total{controller="clearancecredential",result="success"}`)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(reconciled).To(BeNumerically(">=", len(creds)))
 				for _, c := range creds {
 					v, err := metricValue(body, fmt.Sprintf(`clearance_credential_ready{name=%q,namespace=%q}`, c.name, c.namespace))
 					g.Expect(err).NotTo(HaveOccurred())
