@@ -6,6 +6,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -52,6 +53,7 @@ func runManager(args []string) int {
 		kubeAPIQPS              float64
 		kubeAPIBurst            int
 		gracefulShutdown        time.Duration
+		renewalSpread           float64
 	)
 	fs := flag.NewFlagSet("clearance-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the secure (HTTPS, authenticated and authorized) metrics endpoint; 0 disables it.")
@@ -79,6 +81,8 @@ func runManager(args []string) int {
 	// credentials per second. Set a positive value to throttle on the client.
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", -1, "Client-side QPS limit towards the apiserver; negative disables it (rely on API Priority and Fairness).")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Client-side burst towards the apiserver, when --kube-api-qps is positive.")
+	fs.Float64Var(&renewalSpread, "renewal-spread", controller.DefaultRenewalSpread,
+		"Share (0 to 1) of the time to renewal over which the first renewal after a new credential, a connection or spec change or a refresh is spread at random, so credentials minted together do not renew together ever after; 0 keeps only the 10% jitter.")
 	fs.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long to wait for in-flight work (a Secret write) on shutdown.")
 	// Retried reconcile errors are expected (apiserver hiccups, missing RBAC)
 	// and already backed off; a stack trace on each would bury the message.
@@ -86,6 +90,10 @@ func runManager(args []string) int {
 	zapOpts := zap.Options{StacktraceLevel: zapcore.PanicLevel}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if renewalSpread < 0 || renewalSpread >= 1 {
+		fmt.Fprintf(os.Stderr, "--renewal-spread must be in [0, 1), got %v\n", renewalSpread)
 		return 2
 	}
 	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
@@ -152,11 +160,12 @@ func runManager(args []string) int {
 
 	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
 	r := &controller.ClearanceCredentialReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Minter:    sts,
-		Recorder:  mgr.GetEventRecorder("clearance-operator"),
-		Clock:     clock.RealClock{},
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Minter:        sts,
+		Recorder:      mgr.GetEventRecorder("clearance-operator"),
+		Clock:         clock.RealClock{},
+		RenewalSpread: renewalSpread,
 	}
 	if err := r.SetupWithManager(mgr, secretMetadata, maxConcurrentReconciles); err != nil {
 		setupLog.Error(err, "unable to set up the controller")

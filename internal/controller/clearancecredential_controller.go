@@ -67,6 +67,12 @@ type ClearanceCredentialReconciler struct {
 	Clock          clock.PassiveClock
 	// Jitter returns a number in [0, 1); nil uses math/rand/v2.
 	Jitter func() float64
+	// RenewalSpread is the share of the time to renewal over which the
+	// renewal of a token minted for anything but a due renewal is spread
+	// (DefaultRenewalSpread in the manager); 0 keeps the 10% jitter.
+	RenewalSpread float64
+
+	secretUsers *secretUsers
 
 	mu       sync.Mutex
 	pending  map[types.NamespacedName]*mintedToken
@@ -132,6 +138,7 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 		return ctrl.Result{}, err
 	}
+	r.secretUsers.set(req.NamespacedName, cred.Spec.ConnectionSecretRef.Name, cred.Spec.SecretName)
 	if !cred.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
@@ -468,7 +475,7 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, s *reconcileSt
 	if rb := s.cred.Spec.RenewBefore; rb != nil {
 		renewBefore = &rb.Duration
 	}
-	renewAt, tooLong := ScheduleRenewal(token.IssuedAt, token.ExpiresAt, renewBefore, r.jitter())
+	renewAt, tooLong := ScheduleRenewal(token.IssuedAt, token.ExpiresAt, renewBefore, r.jitter(), RenewalSpreadFor(s.decision.Reason, r.RenewalSpread))
 	s.minted = &mintedToken{
 		token: token, connection: s.connection, connectionHash: s.connHash, specHash: s.specHash,
 		refreshRequest: s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],
@@ -673,6 +680,7 @@ func (r *ClearanceCredentialReconciler) forget(key types.NamespacedName) {
 	delete(r.sources, key)
 	delete(r.written, key)
 	r.mu.Unlock()
+	r.secretUsers.forget(key)
 }
 
 func (r *ClearanceCredentialReconciler) jitter() float64 {

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -450,3 +452,34 @@ func gaugeValue(name, ns, cred string) float64 {
 	Expect(ok).To(BeTrue(), "no %s series for %s/%s", name, ns, cred)
 	return v
 }
+
+var _ = Describe("Renewal spread", Ordered, func() {
+	It("spreads the first renewals of credentials created together over most of the renewal period", func(ctx context.Context) {
+		mgr := startManager(func(r *ClearanceCredentialReconciler) { r.RenewalSpread = DefaultRenewalSpread })
+		defer mgr.stop()
+		ns := newNamespace(ctx)
+		srv := newEmulator(clearancetest.WithTokenTTL(time.Hour))
+		const n = 20
+		for i := range n {
+			cf := newConnectionFile(srv)
+			name := fmt.Sprintf("c%d", i)
+			createConnectionSecret(ctx, ns, "conn-"+name, cf.Data)
+			createCredential(ctx, ns, name, "conn-"+name, "token-"+name)
+		}
+		var after []time.Duration // renewal time after issue, per credential
+		for i := range n {
+			name := fmt.Sprintf("c%d", i)
+			eventuallyReady(ctx, ns, name, "token-"+name)
+			c := getCredential(ctx, ns, name)
+			issued := c.Status.ExpiresAt.Add(-time.Hour)
+			after = append(after, c.Status.RenewalTime.Sub(issued))
+		}
+		// Default renewal at 40 min (a third before expiry), spread over 75%
+		// of it: [10 min, 40 min]. With the 10% jitter alone all would fall
+		// in [34 min, 40 min]; 20 uniform draws all above 25 min has odds of
+		// one in a million.
+		Expect(after).To(HaveEach(And(BeNumerically(">=", 10*time.Minute-2*time.Second), BeNumerically("<=", 40*time.Minute+time.Second))))
+		Expect(slices.Min(after)).To(BeNumerically("<", 25*time.Minute), "renewals spread: %v", after)
+		Expect(slices.Max(after)).To(BeNumerically(">", 25*time.Minute), "renewals spread: %v", after)
+	})
+})

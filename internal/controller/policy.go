@@ -24,8 +24,28 @@ const (
 )
 
 // renewalJitterFraction is the largest share of a token's lifetime subtracted
-// at random from its renewal time.
+// at random from a scheduled renewal time.
 const renewalJitterFraction = 0.1
+
+// DefaultRenewalSpread is the default share of the time from issue to the
+// scheduled renewal over which the renewal of a token minted for any reason
+// but a due renewal is spread. Such mints come in crowds — a Helm release
+// creating a thousand credentials, a rotated connection Secret shared by
+// many — and the 10% jitter of scheduled renewals would keep the crowd
+// renewing in a burst at every renewal ever after. Spreading the first
+// renewal over most of a renewal period breaks the crowd up once; later
+// renewals keep that spread. It costs one earlier renewal per crowd event.
+const DefaultRenewalSpread = 0.75
+
+// RenewalSpreadFor is the spread for a token minted for reason: none for a
+// due renewal (renewals that are already spread stay spread), spread for the
+// rest.
+func RenewalSpreadFor(reason MintReason, spread float64) float64 {
+	if reason == MintRenewalDue {
+		return 0
+	}
+	return spread
+}
 
 // StoredToken is what the target Secret says about the token it holds. The
 // operator keeps its schedule and the inputs the token was minted from on the
@@ -92,7 +112,7 @@ func DecideMint(in MintInput) MintDecision {
 	// to the default policy; if even that is not before the expiry, renew now
 	// rather than sleep until the token has expired.
 	if renewAt.IsZero() || !renewAt.Before(s.ExpiresAt) {
-		renewAt, _ = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0)
+		renewAt, _ = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0, 0)
 	}
 	if !in.Now.Before(renewAt) || !renewAt.Before(s.ExpiresAt) {
 		return MintDecision{Reason: MintRenewalDue}
@@ -103,12 +123,13 @@ func DecideMint(in MintInput) MintDecision {
 // ScheduleRenewal returns when a token issued at issuedAt and expiring at
 // expiresAt should be renewed: renewBefore ahead of expiry (default a third of
 // the lifetime, the margin cert-manager uses, which leaves room for the kubelet's
-// mounted-Secret refresh delay and a few STS retries), minus a jitter of up to
-// 10% of the lifetime so credentials created together do not renew together.
-// jitter is a number in [0, 1). When renewBefore is not shorter than the
-// lifetime the token would be due at once, so it is renewed at half its
-// lifetime instead and tooLong is true.
-func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, jitter float64) (renewAt time.Time, tooLong bool) {
+// mounted-Secret refresh delay and a few STS retries), minus a random jitter so
+// that credentials minted together do not renew together: up to 10% of the
+// lifetime, or, when spread is in (0, 1), up to that share of the time from
+// issue to that renewal (see DefaultRenewalSpread). jitter is a number in
+// [0, 1). When renewBefore is not shorter than the lifetime the token would be
+// due at once, so it is renewed at half its lifetime instead and tooLong is true.
+func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, jitter, spread float64) (renewAt time.Time, tooLong bool) {
 	lifetime := expiresAt.Sub(issuedAt)
 	if lifetime <= 0 {
 		return issuedAt, false
@@ -126,7 +147,11 @@ func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, 
 	if jitter < 0 || jitter >= 1 {
 		jitter = 0
 	}
-	renewAt = renewAt.Add(-time.Duration(jitter * renewalJitterFraction * float64(lifetime)))
+	shift := jitter * renewalJitterFraction * float64(lifetime)
+	if spread > 0 && spread < 1 {
+		shift = jitter * spread * float64(renewAt.Sub(issuedAt))
+	}
+	renewAt = renewAt.Add(-time.Duration(shift))
 	if renewAt.Before(issuedAt) {
 		renewAt = issuedAt
 	}

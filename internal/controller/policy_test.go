@@ -119,6 +119,7 @@ func TestScheduleRenewal(t *testing.T) {
 		lifetime    time.Duration
 		renewBefore *time.Duration
 		jitter      float64
+		spread      float64
 		want        time.Duration // after issued
 		wantTooLong bool
 	}{
@@ -133,10 +134,18 @@ func TestScheduleRenewal(t *testing.T) {
 		{name: "zero lifetime: renew at once", lifetime: 0, want: 0},
 		{name: "negative lifetime: renew at once", lifetime: -time.Minute, want: 0},
 		{name: "jitter never moves renewal before issue", lifetime: time.Hour, renewBefore: d(59*time.Minute + 59*time.Second), jitter: 0.99, want: 0},
+		{name: "spread out of range is ignored", lifetime: time.Hour, jitter: 0.5, spread: 1, want: 40*time.Minute - 3*time.Minute},
+		{name: "spread without jitter: as scheduled", lifetime: time.Hour, spread: DefaultRenewalSpread, want: 40 * time.Minute},
+		{name: "spread: up to 75% of the time to renewal earlier", lifetime: time.Hour, jitter: 0.5, spread: DefaultRenewalSpread, want: 40*time.Minute - 15*time.Minute},
+		{name: "spread with the largest jitter stays after issue", lifetime: time.Hour, jitter: 0.999999, spread: DefaultRenewalSpread,
+			want: 40*time.Minute - time.Duration(0.999999*0.75*float64(40*time.Minute))},
+		{name: "spread with renewBefore", lifetime: time.Hour, renewBefore: d(10 * time.Minute), jitter: 0.4, spread: DefaultRenewalSpread, want: 50*time.Minute - 15*time.Minute},
+		{name: "spread when renewBefore is too long: from half the lifetime", lifetime: time.Hour, renewBefore: d(2 * time.Hour), jitter: 0.4, spread: DefaultRenewalSpread,
+			want: 30*time.Minute - 9*time.Minute, wantTooLong: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, tooLong := ScheduleRenewal(issued, issued.Add(tt.lifetime), tt.renewBefore, tt.jitter)
+			got, tooLong := ScheduleRenewal(issued, issued.Add(tt.lifetime), tt.renewBefore, tt.jitter, tt.spread)
 			if want := issued.Add(tt.want); !got.Equal(want) {
 				t.Fatalf("renewAt = issued+%s, want issued+%s", got.Sub(issued), tt.want)
 			}
@@ -214,5 +223,17 @@ func TestShortHash(t *testing.T) {
 	// Parts are delimited: moving a boundary changes the hash.
 	if a == shortHash("ab", "c") || a == shortHash("abc") {
 		t.Fatal("shortHash does not separate its parts")
+	}
+}
+
+func TestRenewalSpreadFor(t *testing.T) {
+	for _, reason := range []MintReason{MintTargetMissing, MintTokenMissing, MintTokenEdited, MintConnectionChanged,
+		MintSpecChanged, MintRefreshRequested, MintExpired} {
+		if got := RenewalSpreadFor(reason, 0.75); got != 0.75 {
+			t.Errorf("%s: spread %v, want 0.75: mints for this reason come in crowds", reason, got)
+		}
+	}
+	if got := RenewalSpreadFor(MintRenewalDue, 0.75); got != 0 {
+		t.Errorf("RenewalDue: spread %v, want 0", got)
 	}
 }

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -25,11 +24,6 @@ import (
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 )
 
-// indexSecretNames indexes ClearanceCredentials by the Secrets they name
-// (connection and target) in the informer cache. One index for both halves
-// the index memory (about 0.8 KB per credential for each index).
-const indexSecretNames = "secretNames"
-
 // ManagedSecretsCacheOptions restricts the manager's Secret cache to the
 // Secrets this operator writes, so unrelated Secrets (and their data) are
 // never held in memory, holds those without their tokens (see
@@ -47,7 +41,7 @@ func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
 }
 
 // NewSecretMetadataCache returns a cache that watches Secret metadata only and
-// keeps just namespace, name, uid and resourceVersion of each: enough to learn
+// keeps just namespace, name and resourceVersion of each: enough to learn
 // that a connection Secret changed (or that a conflicting target Secret went
 // away) without holding Secret data, labels or annotations.
 func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
@@ -58,10 +52,8 @@ func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 			return obj, nil
 		}
 		out := &metav1.PartialObjectMetadata{
-			TypeMeta: md.TypeMeta,
-			ObjectMeta: metav1.ObjectMeta{
-				Namespace: md.Namespace, Name: md.Name, UID: md.UID, ResourceVersion: md.ResourceVersion,
-			},
+			TypeMeta:   md.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{Namespace: md.Namespace, Name: md.Name, ResourceVersion: md.ResourceVersion},
 		}
 		// Keep just the fact that a credential controls it (see ownedTargetEvent).
 		if ref := metav1.GetControllerOf(md); ref != nil && ref.Kind == "ClearanceCredential" &&
@@ -79,19 +71,11 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 	r.failures = map[types.NamespacedName]*failureState{}
 	r.sources = map[types.NamespacedName]*sourceState{}
 	r.written = map[types.NamespacedName]time.Time{}
+	r.secretUsers = newSecretUsers()
 	if r.SecretMetadata == nil {
 		r.SecretMetadata = secretMetadata
 	}
 	credentialMetrics.setReader(mgr.GetCache())
-
-	ctx := context.Background()
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &clearancev1alpha1.ClearanceCredential{}, indexSecretNames, func(o client.Object) []string {
-		cred := o.(*clearancev1alpha1.ClearanceCredential)
-		return []string{cred.Spec.ConnectionSecretRef.Name, cred.Spec.SecretName}
-	}); err != nil {
-		return fmt.Errorf("indexing %s: %w", indexSecretNames, err)
-	}
 
 	secretMD := &metav1.PartialObjectMetadata{}
 	secretMD.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -114,16 +98,12 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 }
 
 // credentialsForSecret maps a Secret to the credentials reading it as their
-// connection Secret or naming it as their target, using the cache's indexes.
-func (r *ClearanceCredentialReconciler) credentialsForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
-	list := &clearancev1alpha1.ClearanceCredentialList{}
-	if err := r.List(ctx, list, client.InNamespace(s.Namespace), client.MatchingFields{indexSecretNames: s.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing credentials for a Secret from the cache", "index", indexSecretNames)
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
+// connection Secret or naming it as their target.
+func (r *ClearanceCredentialReconciler) credentialsForSecret(_ context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+	creds := r.secretUsers.of(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	reqs := make([]reconcile.Request, 0, len(creds))
+	for _, c := range creds {
+		reqs = append(reqs, reconcile.Request{NamespacedName: c})
 	}
 	return reqs
 }

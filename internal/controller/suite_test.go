@@ -80,8 +80,10 @@ func (m *runningManager) stop() {
 }
 
 // startManager starts the controller against the envtest apiserver, with the
-// same cache restrictions and watches as the shipped manager.
-func startManager() *runningManager {
+// same cache restrictions and watches as the shipped manager. Without
+// options the first renewal is not spread (RenewalSpread 0), so specs can
+// time renewals at renewBefore with the 10% jitter.
+func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -100,6 +102,9 @@ func startManager() *runningManager {
 		Minter:    clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
 		Recorder:  mgr.GetEventRecorder("clearance-operator"),
 		Clock:     clock.RealClock{},
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	Expect(r.SetupWithManager(mgr, md, 4)).To(Succeed())
 

@@ -27,12 +27,13 @@ const (
 	annotationRefresh        = annotationPrefix + "refresh-requested-at"
 	annotationTokenEndpoint  = annotationPrefix + "token-endpoint"
 	annotationKeyID          = annotationPrefix + "key-id"
-	// annotationTokenState is set by slimTargetSecret on the copies the
-	// operator holds, in place of the token itself. The colon makes it an
-	// invalid annotation key: the apiserver never returns it, so a Secret
-	// carrying it was slimmed here and its verdict can be trusted.
-	annotationTokenState = annotationPrefix + "cache:token-state"
 )
+
+// dataTokenState is the data key slimTargetSecret puts on the copies the
+// operator holds, in place of the token itself. The colon makes it an
+// invalid Secret data key: the apiserver never returns it, so a Secret
+// carrying it was slimmed here and its verdict can be trusted.
+const dataTokenState = "cache:token-state"
 
 // Values of annotationTokenState.
 const (
@@ -64,11 +65,12 @@ func tokenDataHash(token, expiresAt, tokenType string) string {
 // form the operator holds (the managed-Secret cache applies it as a
 // transform, readTarget to the Secrets it GETs): the token and the copied
 // connection-file fields are dropped, and a verdict on the token, computed
-// here from the full data, takes their place. The cache then holds no token
-// (about 2 KB per credential, 20 MB at 10,000). It mutates s, and is
-// idempotent, as client-go requires of a transform (an object may pass twice).
+// here from the full data, takes their place, as do the annotations only that
+// verdict needed. The cache then holds no token (about 2 KB per credential,
+// 20 MB at 10,000). It mutates s, and is idempotent, as client-go requires of
+// a transform (an object may pass twice).
 func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
-	if _, slimmed := s.Annotations[annotationTokenState]; slimmed {
+	if _, slimmed := s.Data[dataTokenState]; slimmed {
 		return s
 	}
 	token, hasToken := s.Data[clearancev1alpha1.SecretKeyToken]
@@ -81,17 +83,15 @@ func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
 			state = tokenStateIntact
 		}
 	}
-	s.Data = map[string][]byte{}
+	s.Data = map[string][]byte{dataTokenState: []byte(state)}
 	if hasExpires {
 		s.Data[clearancev1alpha1.SecretKeyExpiresAt] = expires
 	}
 	if hasType {
 		s.Data[clearancev1alpha1.SecretKeyTokenType] = tokenType
 	}
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	s.Annotations[annotationTokenState] = state
+	delete(s.Annotations, annotationTokenHash)
+	delete(s.Annotations, clearancev1alpha1.ExpiresAtAnnotation) // the data's expiresAt is the one that counts
 	s.ManagedFields = nil
 	return s
 }
@@ -110,7 +110,7 @@ func storedTokenFrom(s *corev1.Secret) *StoredToken {
 	if s == nil {
 		return nil
 	}
-	state := s.Annotations[annotationTokenState]
+	state := string(s.Data[dataTokenState])
 	st := &StoredToken{
 		HasToken:       state == tokenStateIntact || state == tokenStateEdited,
 		Intact:         state == tokenStateIntact,
@@ -199,7 +199,7 @@ func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken
 func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret) *corev1ac.SecretApplyConfiguration {
 	annotations := map[string]string{}
 	for k, v := range stored.Annotations {
-		if strings.HasPrefix(k, annotationPrefix) && k != annotationTokenState {
+		if strings.HasPrefix(k, annotationPrefix) {
 			annotations[k] = v
 		}
 	}

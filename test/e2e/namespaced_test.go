@@ -30,7 +30,7 @@ func namespacedSpecs() {
 			createNamespace(unwatched)
 
 			// Remove one verb from the Role in team A: Secrets can no longer be
-			// patched there, and server-side apply (which also creates) is a patch.
+			// created there, and a new credential's target Secret is created.
 			ctx, cancel := withTimeout(10 * time.Second)
 			defer cancel()
 			role := &rbacv1.Role{}
@@ -38,11 +38,11 @@ func namespacedSpecs() {
 			removed := false
 			for i, r := range role.Rules {
 				if slices.Contains(r.Resources, "secrets") {
-					role.Rules[i].Verbs = slices.DeleteFunc(r.Verbs, func(v string) bool { return v == "patch" })
+					role.Rules[i].Verbs = slices.DeleteFunc(r.Verbs, func(v string) bool { return v == "create" })
 					removed = len(role.Rules[i].Verbs) < len(r.Verbs)
 				}
 			}
-			Expect(removed).To(BeTrue(), "the Role grants patch on Secrets")
+			Expect(removed).To(BeTrue(), "the Role grants create on Secrets")
 			Expect(k8sClient.Update(ctx, role)).To(Succeed())
 
 			mgr = startManager("scoped", scopedDeployment, scopedNamespace, scopedSA)
@@ -76,7 +76,7 @@ func namespacedSpecs() {
 				g.Expect(meta.IsStatusConditionTrue(cred.Status.Conditions, clearancev1alpha1.ConditionReady)).To(BeFalse())
 			}).WithTimeout(readyTimeout).WithPolling(250 * time.Millisecond).Should(Succeed())
 
-			line, err := mgr.WaitForLine(`cannot patch resource \"secrets\"`, 30*time.Second)
+			line, err := mgr.WaitForLine(`cannot create resource \"secrets\"`, 30*time.Second)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(line).To(ContainSubstring("forbidden"))
 			Expect(line).To(ContainSubstring(teamA))
@@ -86,7 +86,7 @@ func namespacedSpecs() {
 			err = k8sClient.Get(ctx, client.ObjectKey{Namespace: teamA, Name: denied.secretName}, &metav1.PartialObjectMetadata{
 				TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 			})
-			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no target Secret without patch permission: %v", err)
+			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no target Secret without create permission: %v", err)
 
 			// Retried with backoff, not a crash loop: the process stays up and
 			// healthy, and never dumps goroutines.
@@ -101,7 +101,7 @@ func namespacedSpecs() {
 			Expect(denied.mints()).To(BeEquivalentTo(1))
 			attempts := 0
 			for _, l := range strings.Split(mgr.Output(), "\n") {
-				if strings.Contains(l, "cannot patch resource") && strings.Contains(l, denied.secretName) {
+				if strings.Contains(l, "cannot create resource") && strings.Contains(l, denied.secretName) {
 					attempts++
 				}
 			}

@@ -50,7 +50,9 @@ func writeKubeconfig(c *rest.Config) string {
 // of kubeconfig, confined to namespace ns (so it never competes with another
 // manager of this suite), at the highest log verbosity, with its output kept
 // for the secrecy checks and in the suite directory. env adds environment
-// variables, args flags.
+// variables, args flags. The first renewal is not spread (--renewal-spread=0,
+// as in the in-process managers): these tests time faults against renewals
+// at renewBefore with the 10% jitter.
 func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []string, args ...string) *testutil.Process {
 	GinkgoHelper()
 	bin := managerBinary(ctx)
@@ -58,7 +60,7 @@ func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []strin
 	p, err := testutil.StartProcess(bin, append([]string{
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--zap-log-level=10", "--zap-devel",
-		"--namespaces=" + ns,
+		"--namespaces=" + ns, "--renewal-spread=0",
 	}, args...), append([]string{"KUBECONFIG=" + kubeconfig}, env...), logPath)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _ = p.Stop(30 * time.Second) })
