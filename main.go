@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,6 +100,7 @@ func runManager(args []string) int {
 	}
 	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
 	setupLog := ctrl.Log.WithName("setup")
+	gogc := setGCPercent()
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -180,7 +183,7 @@ func runManager(args []string) int {
 		return 1
 	}
 
-	setupLog.Info("starting manager", "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles)
+	setupLog.Info("starting manager", "gogc", gogc, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "manager stopped with an error")
 		return 1
@@ -196,4 +199,23 @@ func splitNamespaces(v string) []string {
 		}
 	}
 	return out
+}
+
+// defaultGCPercent is the manager's GOGC unless the environment sets one.
+// Most of its heap is its caches, which live as long as the process; at Go's
+// default of 100 the heap grows to twice that before each collection, so
+// garbage doubles the footprint. With 10,000 credentials (make bench, 2
+// cores) the resident size was 206 MiB at GOGC=100, 175 MiB at 50 and
+// 149 MiB at 25, for a live heap of about 60 MB. The price is more frequent
+// collections of a small heap: see the manager CPU per mint in make bench.
+const defaultGCPercent = 25
+
+// setGCPercent applies defaultGCPercent unless GOGC is set, and returns the
+// GOGC in force, for the log.
+func setGCPercent() string {
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		return v
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return strconv.Itoa(defaultGCPercent)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -229,4 +230,18 @@ func TestMintUsageErrors(t *testing.T) {
 	code, _, errOut := mint("-h")
 	g.Expect(code).To(Equal(0))
 	g.Expect(errOut).To(ContainSubstring("usage: clearance-operator mint --connection-file FILE"))
+}
+
+func TestSetGCPercent(t *testing.T) {
+	g := NewWithT(t)
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+
+	t.Setenv("GOGC", "80")
+	g.Expect(setGCPercent()).To(Equal("80"))
+	g.Expect(debug.SetGCPercent(100)).To(Equal(100), "GOGC from the environment is left to the runtime")
+
+	g.Expect(os.Unsetenv("GOGC")).To(Succeed())
+	g.Expect(setGCPercent()).To(Equal("25"))
+	g.Expect(debug.SetGCPercent(100)).To(Equal(defaultGCPercent))
 }

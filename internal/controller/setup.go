@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,12 +41,19 @@ func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
 	return opts
 }
 
-// NewSecretMetadataCache returns a cache that watches Secret metadata only and
-// keeps just namespace, name and resourceVersion of each: enough to learn
-// that a connection Secret changed (or that a conflicting target Secret went
-// away) without holding Secret data, labels or annotations.
+// NewSecretMetadataCache returns a cache that watches the metadata of the
+// Secrets the operator does not manage (the managed ones are in the manager's
+// cache already, and their writes would be watched twice) and keeps just
+// namespace, name and resourceVersion of each: enough to learn that a
+// connection Secret changed (or that a conflicting target Secret went away)
+// without holding Secret data, labels or annotations.
 func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
+	notManaged, err := labels.NewRequirement(clearancev1alpha1.ManagedByLabel, selection.NotEquals, []string{clearancev1alpha1.ManagedByValue})
+	if err != nil {
+		return nil, err
+	}
 	opts.ByObject = nil
+	opts.DefaultLabelSelector = labels.NewSelector().Add(*notManaged)
 	opts.DefaultTransform = func(obj any) (any, error) {
 		md, ok := obj.(*metav1.PartialObjectMetadata)
 		if !ok {
@@ -88,6 +96,11 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Restores a deleted or edited target Secret promptly.
 		Owns(&corev1.Secret{}).
+		// A managed Secret going away frees its name for a credential that
+		// was waiting on it (TargetConflict).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.requestsForSecret(types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+		}), builder.WithPredicates(deletesOnly())).
 		// Connection Secret changes, and conflicting target Secrets going away.
 		WatchesRawSource(source.Kind(secretMetadata, secretMD,
 			handler.TypedEnqueueRequestsFromMapFunc(r.credentialsForSecret),
@@ -100,7 +113,11 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 // credentialsForSecret maps a Secret to the credentials reading it as their
 // connection Secret or naming it as their target.
 func (r *ClearanceCredentialReconciler) credentialsForSecret(_ context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
-	creds := r.secretUsers.of(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	return r.requestsForSecret(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+}
+
+func (r *ClearanceCredentialReconciler) requestsForSecret(secret types.NamespacedName) []reconcile.Request {
+	creds := r.secretUsers.of(secret)
 	reqs := make([]reconcile.Request, 0, len(creds))
 	for _, c := range creds {
 		reqs = append(reqs, reconcile.Request{NamespacedName: c})
@@ -120,5 +137,15 @@ func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata]
 		UpdateFunc:  func(e event.TypedUpdateEvent[*metav1.PartialObjectMetadata]) bool { return !controlled(e.ObjectNew) },
 		DeleteFunc:  func(event.TypedDeleteEvent[*metav1.PartialObjectMetadata]) bool { return true },
 		GenericFunc: func(event.TypedGenericEvent[*metav1.PartialObjectMetadata]) bool { return true },
+	}
+}
+
+// deletesOnly passes delete events only.
+func deletesOnly() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }
