@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
@@ -95,6 +98,19 @@ func (b *bench) runReadyEnv(ctx context.Context, p readyEnvPlan) {
 				b.fail(name, err)
 				return
 			}
+			requiredNS := fmt.Sprintf("floor-required-%d", k)
+			required, err := e.runFloor(ctx, requiredNS, p.n, files, withRequiredWork)
+			if err != nil {
+				rr.Error = "floor with required work: " + err.Error()
+				b.fail(name, fmt.Errorf("floor with required work: %w", err))
+				return
+			}
+			rep.FloorRequired = required
+			b.logf("[%s] floor with required reads and events %d/%d: %.2fs", e.name, k+1, repeats, required.Seconds)
+			if err := e.deleteAll(ctx, requiredNS); err != nil {
+				b.fail(name, err)
+				return
+			}
 		}
 		if mgr, err = e.startManager(); err != nil {
 			b.fail(name, err)
@@ -125,6 +141,9 @@ func (b *bench) runReadyEnv(ctx context.Context, p readyEnvPlan) {
 		rep.Op = op
 		if rep.Floor != nil && rep.Floor.Seconds > 0 {
 			rep.R = op.Seconds / rep.Floor.Seconds
+		}
+		if rep.FloorRequired != nil && rep.FloorRequired.Seconds > 0 {
+			rep.RRequired = op.Seconds / rep.FloorRequired.Seconds
 		}
 		if m, err := testutil.ReadProcMemory(mgr.proc.Pid()); err == nil {
 			rep.ManagerPeakRSS = m.HWM
@@ -219,7 +238,11 @@ func (e *env) runOp(ctx context.Context, ns string, n int, files [][]byte, profi
 // reads — parse its connection file, make one token request to the same
 // emulator with the operator's STS client, create the target Secret and
 // update the status once. Completion is observed through the same watches.
-func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte) (*timedRun, error) {
+// With withRequiredWork the floor also does the two requests the issues
+// require of the operator on top of that minimum: reading the connection
+// Secret from the apiserver when minting, and recording a Minted event.
+func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, extra ...floorWork) (*timedRun, error) {
+	required := slices.Contains(extra, withRequiredWork)
 	if err := e.createNamespace(ctx, ns); err != nil {
 		return nil, err
 	}
@@ -267,7 +290,7 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte) (*
 				if ctx.Err() != nil {
 					continue // drain
 				}
-				if err := e.floorReconcile(ctx, sts, it.cred, files[it.i]); err != nil {
+				if err := e.floorReconcile(ctx, sts, it.cred, files[it.i], required); err != nil {
 					cancel(fmt.Errorf("%s: %w", it.cred.Name, err))
 				}
 			}
@@ -288,9 +311,25 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte) (*
 	return &timedRun{Seconds: last.Sub(start).Seconds(), CreateSeconds: created.Sub(start).Seconds(), Usage: before.to(after)}, nil
 }
 
+// floorWork selects what a floor run does beyond the minimum.
+type floorWork int
+
+// withRequiredWork adds the connection Secret read and the event.
+const withRequiredWork floorWork = 1
+
 // floorReconcile is the minimum per credential: one token request, one
-// Secret create, one status update.
-func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, cred *clearancev1alpha1.ClearanceCredential, file []byte) error {
+// Secret create, one status update; with required, also one GET of the
+// connection Secret and one event.
+func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, cred *clearancev1alpha1.ClearanceCredential, file []byte, required bool) error {
+	if required {
+		conn := &corev1.Secret{}
+		if err := withRetry(ctx, func() error {
+			return e.client.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.Spec.ConnectionSecretRef.Name}, conn)
+		}); err != nil {
+			return fmt.Errorf("reading the connection Secret: %w", err)
+		}
+		file = conn.Data[clearancev1alpha1.DefaultConnectionSecretKey]
+	}
 	conn, err := sts.LoadConnectionFile(file)
 	if err != nil {
 		return err
@@ -335,6 +374,23 @@ func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, cred *c
 	}
 	if err := withRetry(ctx, func() error { return e.client.Status().Update(ctx, cred) }); err != nil {
 		return fmt.Errorf("updating status: %w", err)
+	}
+	if required {
+		ev := &eventsv1.Event{
+			ObjectMeta:          metav1.ObjectMeta{Namespace: cred.Namespace, Name: fmt.Sprintf("%s.%x", cred.Name, time.Now().UnixNano())}, // named as the recorder names them
+			EventTime:           metav1.NowMicro(),
+			ReportingController: "clearance-operator-floor",
+			ReportingInstance:   "bench",
+			Action:              "WriteSecret",
+			Reason:              "Minted",
+			Type:                corev1.EventTypeNormal,
+			Regarding: corev1.ObjectReference{APIVersion: clearancev1alpha1.GroupVersion.String(), Kind: "ClearanceCredential",
+				Namespace: cred.Namespace, Name: cred.Name, UID: cred.UID, ResourceVersion: cred.ResourceVersion},
+			Note: fmt.Sprintf("token minted (TargetMissing) by %s into Secret %q; expires at %s", tok.Endpoint, cred.Spec.SecretName, expiresAt),
+		}
+		if err := withRetry(ctx, func() error { return e.client.Create(ctx, ev) }); err != nil {
+			return fmt.Errorf("recording the event: %w", err)
+		}
 	}
 	return nil
 }

@@ -56,6 +56,11 @@ func (r *Results) markdown() string {
 			met = verdict(rr.R <= targetR)
 		}
 		rows = append(rows, row{what, "T_op " + secs(rr.Op.Seconds), floor, "R ≤ 1.3", met, la(rr.LoadAvg)})
+		if rr.FloorRequired != nil {
+			rows = append(rows, row{what + ", against the floor plus the required connection Secret read and event",
+				"T_op " + secs(rr.Op.Seconds), fmt.Sprintf("T_floor+ %s; R+ = %.2f (same pair)", secs(rr.FloorRequired.Seconds), rr.RRequired),
+				"—", "—", la(rr.LoadAvg)})
+		}
 	}
 	if m := r.Memory; m != nil {
 		rows = append(rows,
@@ -144,6 +149,9 @@ func (r *Results) details(sb *strings.Builder) {
 	for _, rr := range r.Ready {
 		if rr.Floor != nil {
 			line(fmt.Sprintf("floor N=%d", rr.N), rr.Floor.Seconds, rr.Floor.Usage, rr.N)
+		}
+		if rr.FloorRequired != nil {
+			line(fmt.Sprintf("floor + required read and event N=%d", rr.N), rr.FloorRequired.Seconds, rr.FloorRequired.Usage, rr.N)
 		}
 		if rr.Op != nil {
 			line(fmt.Sprintf("operator N=%d (creates done at %s)", rr.N, secs(rr.Op.CreateSeconds)), rr.Op.Seconds, rr.Op.Usage, rr.N)

@@ -45,6 +45,8 @@ type ReadyResult struct {
 	Op             *timedRun     `json:"operator,omitempty"`
 	Floor          *timedRun     `json:"floor,omitempty"`
 	R              float64       `json:"r,omitempty"`
+	FloorRequired  *timedRun     `json:"floorWithRequiredWork,omitempty"`
+	RRequired      float64       `json:"rAgainstFloorWithRequiredWork,omitempty"`
 	ManagerPeakRSS uint64        `json:"managerPeakRSSBytes,omitempty"`
 	Repeats        []ReadyRepeat `json:"repeats"`
 	LoadAvg        [3]float64    `json:"loadAvg"`
@@ -57,8 +59,12 @@ type ReadyRepeat struct {
 	Floor *timedRun `json:"floor,omitempty"`
 	Op    *timedRun `json:"operator"`
 	// R = Op.Seconds / Floor.Seconds.
-	R              float64 `json:"r,omitempty"`
-	ManagerPeakRSS uint64  `json:"managerPeakRSSBytes,omitempty"`
+	R float64 `json:"r,omitempty"`
+	// FloorRequired is the floor plus the connection Secret read and the
+	// event the issues require; RRequired = Op.Seconds / FloorRequired.Seconds.
+	FloorRequired  *timedRun `json:"floorWithRequiredWork,omitempty"`
+	RRequired      float64   `json:"rAgainstFloorWithRequiredWork,omitempty"`
+	ManagerPeakRSS uint64    `json:"managerPeakRSSBytes,omitempty"`
 }
 
 // summarize picks the repeat with the median R (the median operator time without a floor).
@@ -75,6 +81,7 @@ func (r *ReadyResult) summarize() {
 	})
 	m := reps[(len(reps)-1)/2]
 	r.Op, r.Floor, r.R, r.ManagerPeakRSS = m.Op, m.Floor, m.R, m.ManagerPeakRSS
+	r.FloorRequired, r.RRequired = m.FloorRequired, m.RRequired
 }
 
 // Machine describes where the run happened.
