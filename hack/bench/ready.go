@@ -82,33 +82,26 @@ func (b *bench) runReadyEnv(ctx context.Context, p readyEnvPlan) {
 		last := k == repeats-1
 		rep := ReadyRepeat{}
 		if p.ready && !b.cfg.SkipFloor {
-			floorNS := fmt.Sprintf("floor-%d", k)
-			b.logf("[%s] floor %d/%d: %d credentials, %d workers", e.name, k+1, repeats, p.n, b.cfg.Concurrency)
-			floor, err := e.runFloor(ctx, floorNS, p.n, files)
-			if err != nil {
-				rr.Error = "floor: " + err.Error()
-				b.fail(name, fmt.Errorf("floor: %w", err))
-				return
-			}
-			rep.Floor = floor
-			b.logf("[%s] floor %d/%d: %.2fs", e.name, k+1, repeats, floor.Seconds)
-			// The manager watches all namespaces: the floor's objects go
+			// The manager watches all namespaces: each floor's objects go
 			// before it starts.
-			if err := e.deleteAll(ctx, floorNS); err != nil {
-				b.fail(name, err)
+			floor := func(label, ns string, extra ...floorWork) *timedRun {
+				b.logf("[%s] %s %d/%d: %d credentials, %d workers", e.name, label, k+1, repeats, p.n, b.cfg.Concurrency)
+				run, err := e.runFloor(ctx, ns, p.n, files, extra...)
+				if err == nil {
+					b.logf("[%s] %s %d/%d: %.2fs", e.name, label, k+1, repeats, run.Seconds)
+					err = e.deleteAll(ctx, ns)
+				}
+				if err != nil {
+					rr.Error = label + ": " + err.Error()
+					b.fail(name, fmt.Errorf("%s: %w", label, err))
+					return nil
+				}
+				return run
+			}
+			if rep.Floor = floor("floor", fmt.Sprintf("floor-%d", k)); rep.Floor == nil {
 				return
 			}
-			requiredNS := fmt.Sprintf("floor-required-%d", k)
-			required, err := e.runFloor(ctx, requiredNS, p.n, files, withRequiredWork)
-			if err != nil {
-				rr.Error = "floor with required work: " + err.Error()
-				b.fail(name, fmt.Errorf("floor with required work: %w", err))
-				return
-			}
-			rep.FloorRequired = required
-			b.logf("[%s] floor with required reads and events %d/%d: %.2fs", e.name, k+1, repeats, required.Seconds)
-			if err := e.deleteAll(ctx, requiredNS); err != nil {
-				b.fail(name, err)
+			if rep.FloorRequired = floor("floor with required work", fmt.Sprintf("floor-required-%d", k), withRequiredWork); rep.FloorRequired == nil {
 				return
 			}
 		}
