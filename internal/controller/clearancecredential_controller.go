@@ -180,7 +180,7 @@ func specHash(cred *clearancev1alpha1.ClearanceCredential) string {
 
 // readTarget finds the target Secret. The cache holds only managed Secrets.
 // A miss for a target this process never wrote, that the metadata-only cache
-// of all Secrets does not know either, is taken as "absent": the write then
+// of the other Secrets does not know either, is taken as "absent": the write then
 // creates it, and a create cannot overwrite a Secret that appeared meanwhile
 // (see createOrApplyTarget), so no GET is spent on the common case of a new
 // credential. Any other miss (a foreign or unlabelled Secret of that name, or
@@ -224,8 +224,8 @@ func conflictOnRecord(cred *clearancev1alpha1.ClearanceCredential) bool {
 }
 
 // targetConflict reports a target name held by a Secret this credential does
-// not control. It is left untouched; the metadata watch on Secrets brings the
-// credential back when that Secret goes away.
+// not control. It is left untouched; the Secret watches bring the credential
+// back when that Secret goes away.
 func (r *ClearanceCredentialReconciler) targetConflict(s *reconcileState) {
 	msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", s.cred.Spec.SecretName)
 	if !conflictOnRecord(s.cred) {
