@@ -63,7 +63,7 @@ func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 			TypeMeta:   md.TypeMeta,
 			ObjectMeta: metav1.ObjectMeta{Namespace: md.Namespace, Name: md.Name, ResourceVersion: md.ResourceVersion},
 		}
-		// Keep just the fact that a credential controls it (see ownedTargetEvent).
+		// Keep just the fact that a credential controls it (see notOwnTargetWrite).
 		if ref := metav1.GetControllerOf(md); ref != nil && ref.Kind == "ClearanceCredential" &&
 			strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
 			out.OwnerReferences = []metav1.OwnerReference{*ref}
