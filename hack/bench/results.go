@@ -41,23 +41,18 @@ type Results struct {
 type ReadyResult struct {
 	N           int `json:"n"`
 	Concurrency int `json:"concurrency"`
-	// Op, Floor and R are those of the repeat with the median R.
-	Op             *timedRun     `json:"operator,omitempty"`
-	Floor          *timedRun     `json:"floor,omitempty"`
-	R              float64       `json:"r,omitempty"`
-	FloorRequired  *timedRun     `json:"floorWithRequiredWork,omitempty"`
-	RRequired      float64       `json:"rAgainstFloorWithRequiredWork,omitempty"`
-	ManagerPeakRSS uint64        `json:"managerPeakRSSBytes,omitempty"`
-	Repeats        []ReadyRepeat `json:"repeats"`
-	LoadAvg        [3]float64    `json:"loadAvg"`
-	LoadAvgEnd     [3]float64    `json:"loadAvgEnd"`
-	Error          string        `json:"error,omitempty"`
+	// The repeat with the median R, its fields at the top level of the JSON.
+	ReadyRepeat
+	Repeats    []ReadyRepeat `json:"repeats"`
+	LoadAvg    [3]float64    `json:"loadAvg"`
+	LoadAvgEnd [3]float64    `json:"loadAvgEnd"`
+	Error      string        `json:"error,omitempty"`
 }
 
 // ReadyRepeat is one floor-then-operator pair.
 type ReadyRepeat struct {
 	Floor *timedRun `json:"floor,omitempty"`
-	Op    *timedRun `json:"operator"`
+	Op    *timedRun `json:"operator,omitempty"`
 	// R = Op.Seconds / Floor.Seconds.
 	R float64 `json:"r,omitempty"`
 	// FloorRequired is the floor plus the connection Secret read and the
@@ -79,9 +74,7 @@ func (r *ReadyResult) summarize() {
 		}
 		return cmp.Compare(a.Op.Seconds, b.Op.Seconds)
 	})
-	m := reps[(len(reps)-1)/2]
-	r.Op, r.Floor, r.R, r.ManagerPeakRSS = m.Op, m.Floor, m.R, m.ManagerPeakRSS
-	r.FloorRequired, r.RRequired = m.FloorRequired, m.RRequired
+	r.ReadyRepeat = reps[(len(reps)-1)/2]
 }
 
 // Machine describes where the run happened.
