@@ -8,8 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/controller"
+	"github.com/clearance-operator/clearance-operator/internal/gctune"
 	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 )
 
@@ -100,7 +99,7 @@ func runManager(args []string) int {
 	}
 	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
 	setupLog := ctrl.Log.WithName("setup")
-	gogc := setGCPercent()
+	gogc, _ := tuneGC() // tunes until the process exits
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -206,16 +205,23 @@ func splitNamespaces(v string) []string {
 // default of 100 the heap grows to twice that before each collection, so
 // garbage doubles the footprint. With 10,000 credentials (make bench, 2
 // cores) the resident size was 206 MiB at GOGC=100, 175 MiB at 50 and
-// 149 MiB at 25, for a live heap of about 60 MB. The price is more frequent
-// collections of a small heap: see the manager CPU per mint in make bench.
+// 149 MiB at 25, for a live heap of about 60 MB.
 const defaultGCPercent = 25
 
-// setGCPercent applies defaultGCPercent unless GOGC is set, and returns the
-// GOGC in force, for the log.
-func setGCPercent() string {
+// minGCHeadroom: the heap may always grow this much past the live heap
+// before a collection (gctune raises GOGC on a small heap). 25% of a small
+// heap is a few megabytes, which a burst of new credentials allocates in
+// milliseconds; at 60 MB live (10,000 credentials) 16 MiB is about the 25%
+// that keeps the footprint above, so large heaps are unaffected.
+const minGCHeadroom = 16 << 20
+
+// tuneGC applies defaultGCPercent with the minGCHeadroom floor unless GOGC
+// is set, and returns a description of the setting in force, for the log,
+// and the tuner (nil when GOGC is set).
+func tuneGC() (string, *gctune.Tuner) {
 	if v, ok := os.LookupEnv("GOGC"); ok {
-		return v
+		return v, nil
 	}
-	debug.SetGCPercent(defaultGCPercent)
-	return strconv.Itoa(defaultGCPercent)
+	return fmt.Sprintf("%d, with at least %d MiB of headroom", defaultGCPercent, minGCHeadroom>>20),
+		gctune.Start(defaultGCPercent, minGCHeadroom)
 }

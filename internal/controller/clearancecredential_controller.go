@@ -112,11 +112,14 @@ type reconcileState struct {
 	stored       *StoredToken
 	connection   *clearance.ConnectionFile
 	connHash     string
-	specHash     string
-	decision     MintDecision
-	minted       *mintedToken
-	result       ctrl.Result
-	done         bool
+	// sourceSeen is the connection Secret's resourceVersion in the
+	// metadata-only cache ("" when it holds none).
+	sourceSeen string
+	specHash   string
+	decision   MintDecision
+	minted     *mintedToken
+	result     ctrl.Result
+	done       bool
 }
 
 // +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials,verbs=get;list;watch
@@ -301,6 +304,7 @@ func (r *ClearanceCredentialReconciler) checkSuspended(_ context.Context, s *rec
 func (r *ClearanceCredentialReconciler) readSource(ctx context.Context, s *reconcileState) error {
 	ref := connectionRef(s.cred)
 	if md, err := r.secretMetadata(ctx, types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}); err == nil {
+		s.sourceSeen = md.ResourceVersion
 		r.mu.Lock()
 		known := r.sources[s.key]
 		r.mu.Unlock()
@@ -325,8 +329,8 @@ func (r *ClearanceCredentialReconciler) loadConnection(ctx context.Context, s *r
 // loadSource reads the connection Secret with one GET and parses it.
 func (r *ClearanceCredentialReconciler) loadSource(ctx context.Context, s *reconcileState) error {
 	ref := connectionRef(s.cred)
-	secret := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}, secret); err != nil {
+	secret, err := r.readConnectionSecret(ctx, types.NamespacedName{Namespace: s.cred.Namespace, Name: ref.Name}, s.sourceSeen)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return r.sourceProblem(s, clearancev1alpha1.ReasonConnectionSecretNotFound,
 				fmt.Sprintf("connection Secret %q not found in namespace %q; the token is renewed once it exists", ref.Name, s.cred.Namespace))
@@ -349,6 +353,24 @@ func (r *ClearanceCredentialReconciler) loadSource(ctx context.Context, s *recon
 	r.sources[s.key] = &sourceState{ref: ref, resourceVersion: secret.ResourceVersion, hash: s.connHash}
 	r.mu.Unlock()
 	return nil
+}
+
+// readConnectionSecret GETs a connection Secret from the apiserver. When the
+// metadata-only watch has seen a resourceVersion of it, the GET asks for data
+// not older than that one, which the apiserver serves from its watch cache
+// instead of a quorum read from etcd: as fresh as what brought us here, and a
+// later change comes back through the same watch. A watch cache that has not
+// caught up with it (another apiserver, briefly) falls back to a quorum read.
+func (r *ClearanceCredentialReconciler) readConnectionSecret(ctx context.Context, key types.NamespacedName, seen string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	if seen != "" {
+		err := r.APIReader.Get(ctx, key, secret, &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: seen}})
+		if !apierrors.IsTimeout(err) { // "Too large resource version" is a timeout
+			return secret, err
+		}
+		secret = &corev1.Secret{}
+	}
+	return secret, r.APIReader.Get(ctx, key, secret)
 }
 
 // connectionRef is spec.connectionSecretRef with its default key.
