@@ -103,7 +103,7 @@ func withRetry(ctx context.Context, fn func() error) error {
 
 // createInputs creates credential i and its connection Secret, as a user
 // would: the Secret first, then the credential.
-func createInputs(ctx context.Context, c client.Client, ns string, i int, file []byte) (*clearancev1alpha1.ClearanceCredential, error) {
+func createInputs(ctx context.Context, c client.Client, ns string, i int, file []byte) (*createdInputs, error) {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: connName(i)},
 		Type:       corev1.SecretTypeOpaque,
@@ -122,7 +122,14 @@ func createInputs(ctx context.Context, c client.Client, ns string, i int, file [
 	if err := withRetry(ctx, func() error { return c.Create(ctx, cred) }); err != nil {
 		return nil, fmt.Errorf("creating ClearanceCredential %s/%s: %w", ns, cred.Name, err)
 	}
-	return cred, nil
+	return &createdInputs{cred: cred, connectionVersion: secret.ResourceVersion}, nil
+}
+
+// createdInputs is what createInputs created: the credential, and the
+// resourceVersion of its connection Secret.
+type createdInputs struct {
+	cred              *clearancev1alpha1.ClearanceCredential
+	connectionVersion string
 }
 
 // createUnrelated creates n Secrets of size bytes each that no credential refers to.

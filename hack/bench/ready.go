@@ -256,8 +256,8 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, ex
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type item struct {
-		i    int
-		cred *clearancev1alpha1.ClearanceCredential
+		i  int
+		in *createdInputs
 	}
 	work := make(chan item, n)
 	var created time.Time
@@ -265,9 +265,9 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, ex
 	go func() {
 		defer close(work)
 		err := parallel(ctx, n, e.b.cfg.Concurrency, func(ctx context.Context, i int) error {
-			cred, err := createInputs(ctx, e.client, ns, i, files[i])
+			in, err := createInputs(ctx, e.client, ns, i, files[i])
 			if err == nil {
-				work <- item{i, cred}
+				work <- item{i, in}
 			}
 			return err
 		})
@@ -283,8 +283,8 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, ex
 				if ctx.Err() != nil {
 					continue // drain
 				}
-				if err := e.floorReconcile(ctx, sts, it.cred, files[it.i], required); err != nil {
-					cancel(fmt.Errorf("%s: %w", it.cred.Name, err))
+				if err := e.floorReconcile(ctx, sts, it.in, files[it.i], required); err != nil {
+					cancel(fmt.Errorf("%s: %w", it.in.cred.Name, err))
 				}
 			}
 		})
@@ -312,12 +312,16 @@ const withRequiredWork floorWork = 1
 
 // floorReconcile is the minimum per credential: one token request, one
 // Secret create, one status update; with required, also one GET of the
-// connection Secret and one event.
-func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, cred *clearancev1alpha1.ClearanceCredential, file []byte, required bool) error {
+// connection Secret and one event. The GET asks for the version the driver
+// created (or newer), as the operator asks for the version its metadata watch
+// saw: the apiserver serves both from its watch cache.
+func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, in *createdInputs, file []byte, required bool) error {
+	cred := in.cred
 	if required {
 		conn := &corev1.Secret{}
 		if err := withRetry(ctx, func() error {
-			return e.client.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.Spec.ConnectionSecretRef.Name}, conn)
+			return e.client.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.Spec.ConnectionSecretRef.Name}, conn,
+				&client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: in.connectionVersion}})
 		}); err != nil {
 			return fmt.Errorf("reading the connection Secret: %w", err)
 		}
