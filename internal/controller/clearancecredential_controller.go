@@ -79,6 +79,8 @@ type ClearanceCredentialReconciler struct {
 	failures map[types.NamespacedName]*failureState
 	sources  map[types.NamespacedName]*sourceState
 	written  map[types.NamespacedName]time.Time
+	// statusWrites: our last status patch per credential, until the cache shows it.
+	statusWrites map[types.NamespacedName]statusWrite
 }
 
 // failureState remembers the last failed mint, so that events unrelated to the
@@ -146,16 +148,28 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 		return ctrl.Result{}, nil
 	}
 
+	if r.statusCacheBehind(req.NamespacedName, cred, r.Clock.Now()) {
+		// Our own target write usually brings the credential back before the
+		// watch has delivered our status patch; reconciling the older copy
+		// would patch the same status again (from a stale merge base).
+		return ctrl.Result{RequeueAfter: statusCacheWait}, nil
+	}
+
 	before := cred.Status.DeepCopy()
 	patchBase := client.MergeFrom(cred.DeepCopy())
+	baseVersion := cred.ResourceVersion
 	defer func() {
 		cred.Status.ObservedGeneration = cred.Generation
 		if equality.Semantic.DeepEqual(*before, cred.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, cred, patchBase); err != nil && !apierrors.IsNotFound(err) {
-			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+		if err := r.Status().Patch(ctx, cred, patchBase); err != nil {
+			if !apierrors.IsNotFound(err) {
+				retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+			}
+			return
 		}
+		r.statusPatched(req.NamespacedName, baseVersion, cred.ResourceVersion, r.Clock.Now())
 	}()
 
 	s := &reconcileState{cred: cred, key: req.NamespacedName, now: r.Clock.Now(), specHash: specHash(cred)}
@@ -274,6 +288,49 @@ func (r *ClearanceCredentialReconciler) cacheBehind(key types.NamespacedName, ca
 		return false
 	}
 	return parseTime(cached.Annotations[annotationIssuedAt]).Before(last)
+}
+
+// statusCacheWait is how long a reconcile that finds the cache behind our own
+// last status patch waits for it; the watch normally delivers it within
+// milliseconds.
+const statusCacheWait = 250 * time.Millisecond
+
+// statusCacheMaxWait bounds that wait, should the patched version never show
+// up in the cache (the object was deleted and recreated meanwhile, say).
+const statusCacheMaxWait = 30 * time.Second
+
+// statusWrite is the resourceVersion a status patch was computed from, and
+// when it was sent.
+type statusWrite struct {
+	base string
+	at   time.Time
+}
+
+// statusPatched records a status patch that produced a new resourceVersion.
+func (r *ClearanceCredentialReconciler) statusPatched(key types.NamespacedName, base, result string, now time.Time) {
+	if result == base {
+		return // nothing changed on the server: no newer version to wait for
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statusWrites[key] = statusWrite{base: base, at: now}
+}
+
+// statusCacheBehind reports whether the cached credential is still the
+// version our last status patch was computed from. The record goes once the
+// cache has moved on (or waiting has lasted statusCacheMaxWait).
+func (r *ClearanceCredentialReconciler) statusCacheBehind(key types.NamespacedName, cached *clearancev1alpha1.ClearanceCredential, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.statusWrites[key]
+	if !ok {
+		return false
+	}
+	if cached.ResourceVersion == w.base && now.Sub(w.at) < statusCacheMaxWait {
+		return true
+	}
+	delete(r.statusWrites, key)
+	return false
 }
 
 // checkSuspended stops here when spec.suspend is set, reporting on what is stored.
@@ -701,6 +758,7 @@ func (r *ClearanceCredentialReconciler) forget(key types.NamespacedName) {
 	delete(r.failures, key)
 	delete(r.sources, key)
 	delete(r.written, key)
+	delete(r.statusWrites, key)
 	r.mu.Unlock()
 	r.secretUsers.forget(key)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -185,4 +186,38 @@ func expectNoSecretMaterial(ctx context.Context, ns string, cf *clearancetest.Co
 			Expect(strings.Contains(p, s)).To(BeFalse(), "secret material published")
 		}
 	}
+}
+
+// statusPatchCounter wraps the reconciler's client and counts the status
+// patches it sends, per credential.
+type statusPatchCounter struct {
+	client.Client
+	mu     sync.Mutex
+	counts map[types.NamespacedName]int
+}
+
+func countStatusPatches(c client.Client) *statusPatchCounter {
+	return &statusPatchCounter{Client: c, counts: map[types.NamespacedName]int{}}
+}
+
+func (c *statusPatchCounter) Status() client.SubResourceWriter {
+	return countingStatusWriter{SubResourceWriter: c.Client.Status(), counter: c}
+}
+
+func (c *statusPatchCounter) of(ns, name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[types.NamespacedName{Namespace: ns, Name: name}]
+}
+
+type countingStatusWriter struct {
+	client.SubResourceWriter
+	counter *statusPatchCounter
+}
+
+func (w countingStatusWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	w.counter.mu.Lock()
+	w.counter.counts[client.ObjectKeyFromObject(obj)]++
+	w.counter.mu.Unlock()
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
 }

@@ -79,6 +79,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 	r.failures = map[types.NamespacedName]*failureState{}
 	r.sources = map[types.NamespacedName]*sourceState{}
 	r.written = map[types.NamespacedName]time.Time{}
+	r.statusWrites = map[types.NamespacedName]statusWrite{}
 	r.secretUsers = newSecretUsers()
 	if r.SecretMetadata == nil {
 		r.SecretMetadata = secretMetadata

@@ -2,7 +2,11 @@
 // verbosity a user asks for.
 package logsafe
 
-import "github.com/go-logr/logr"
+import (
+	"slices"
+
+	"github.com/go-logr/logr"
+)
 
 // MaxVerbosity is the highest V-level that reaches the log. client-go logs
 // request and response bodies from V(8) on through the logger it finds in the
@@ -24,8 +28,14 @@ func CapVerbosity(l logr.Logger) logr.Logger {
 	return logr.New(&cappedSink{LogSink: sink})
 }
 
+// cappedSink also holds the values given to WithValues and hands them to the
+// underlying sink with each line, instead of calling its WithValues: with zap
+// that call clones the encoder and encodes the values (several KB per call),
+// and controller-runtime makes two of them for every reconcile, which mostly
+// logs nothing.
 type cappedSink struct {
 	logr.LogSink
+	values []any
 }
 
 func (s *cappedSink) Enabled(level int) bool {
@@ -36,21 +46,34 @@ func (s *cappedSink) Info(level int, msg string, kv ...any) {
 	if level > MaxVerbosity {
 		return
 	}
-	s.LogSink.Info(level, msg, kv...)
+	s.LogSink.Info(level, msg, s.with(kv)...)
+}
+
+func (s *cappedSink) Error(err error, msg string, kv ...any) {
+	s.LogSink.Error(err, msg, s.with(kv)...)
+}
+
+// with puts the held values before a line's own, where the sink's
+// WithValues would have put them.
+func (s *cappedSink) with(kv []any) []any {
+	if len(s.values) == 0 {
+		return kv
+	}
+	return append(slices.Clip(s.values), kv...)
 }
 
 func (s *cappedSink) WithValues(kv ...any) logr.LogSink {
-	return &cappedSink{LogSink: s.LogSink.WithValues(kv...)}
+	return &cappedSink{LogSink: s.LogSink, values: append(slices.Clip(s.values), kv...)}
 }
 
 func (s *cappedSink) WithName(name string) logr.LogSink {
-	return &cappedSink{LogSink: s.LogSink.WithName(name)}
+	return &cappedSink{LogSink: s.LogSink.WithName(name), values: s.values}
 }
 
 // WithCallDepth keeps caller information pointing at the real call site.
 func (s *cappedSink) WithCallDepth(depth int) logr.LogSink {
 	if cd, ok := s.LogSink.(logr.CallDepthLogSink); ok {
-		return &cappedSink{LogSink: cd.WithCallDepth(depth + 1)}
+		return &cappedSink{LogSink: cd.WithCallDepth(depth + 1), values: s.values}
 	}
 	return s
 }

@@ -35,3 +35,28 @@ func TestCapVerbosity(t *testing.T) {
 		t.Error("double wrapping lost the sink")
 	}
 }
+
+// TestValuesAsTheSinkWouldPlaceThem: values given to WithValues reach every
+// line, before the line's own, in order, and loggers derived from one
+// another do not share or lose values.
+func TestValuesAsTheSinkWouldPlaceThem(t *testing.T) {
+	var lines []string
+	base := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{})
+	parent := CapVerbosity(base).WithValues("controller", "c")
+	a := parent.WithValues("name", "a").WithName("sub")
+	b := parent.WithValues("name", "b")
+
+	a.Info("one", "k", 1)
+	b.Info("two")
+	parent.Error(nil, "three", "k", 3)
+	a.V(1).Info("four")
+
+	want := []string{
+		`"level"=0 "msg"="one" "controller"="c" "name"="a" "k"=1`,
+		`"level"=0 "msg"="two" "controller"="c" "name"="b"`,
+		`"msg"="three" "error"=null "controller"="c" "k"=3`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
