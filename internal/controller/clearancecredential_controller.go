@@ -725,10 +725,15 @@ func (r *ClearanceCredentialReconciler) setTokenStatus(s *reconcileState, issued
 	}
 	reason := clearancev1alpha1.ReasonTokenValid
 	msg := fmt.Sprintf("token valid until %s; renewal at %s", formatTime(expiresAt), formatTime(renewAt))
-	if rb := s.cred.Spec.RenewBefore; rb != nil && rb.Duration >= expiresAt.Sub(issuedAt) {
+	// At the precision the target Secret stores (whole seconds), so a fresh
+	// mint and a later reconcile from the stored token word it alike: a 1 h
+	// token whose expiry is its JWT's exp reads 59m59.4s from the sub-second
+	// receive time.
+	lifetime := writtenMark(expiresAt).Sub(writtenMark(issuedAt))
+	if rb := s.cred.Spec.RenewBefore; rb != nil && rb.Duration >= lifetime {
 		reason = clearancev1alpha1.ReasonRenewBeforeTooLong
 		msg = fmt.Sprintf("token valid until %s; spec.renewBefore (%s) is not shorter than the token lifetime (%s), so it is renewed at half its lifetime, at %s",
-			formatTime(expiresAt), rb.Duration, expiresAt.Sub(issuedAt).Round(time.Second), formatTime(renewAt))
+			formatTime(expiresAt), rb.Duration, lifetime, formatTime(renewAt))
 	}
 	r.setReady(s, metav1.ConditionTrue, reason, msg)
 }
