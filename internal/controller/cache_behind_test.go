@@ -23,7 +23,7 @@ func TestCacheBehind(t *testing.T) {
 	if r.cacheBehind(key, secretIssued(issued)) {
 		t.Fatal("nothing written yet, but the cache counts as behind")
 	}
-	r.written[key] = writtenMark(issued) // as writeTarget records it
+	r.written[key] = storedPrecision(issued) // as writeTarget records it
 	if r.cacheBehind(key, secretIssued(issued)) {
 		t.Error("the cache holds our last write, but counts as behind")
 	}

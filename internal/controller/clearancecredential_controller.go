@@ -148,7 +148,8 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 		return ctrl.Result{}, nil
 	}
 
-	if r.statusCacheBehind(req.NamespacedName, cred, r.Clock.Now()) {
+	now := r.Clock.Now()
+	if r.statusCacheBehind(req.NamespacedName, cred, now) {
 		// Our own target write usually brings the credential back before the
 		// watch has delivered our status patch; reconciling the older copy
 		// would patch the same status again (from a stale merge base).
@@ -172,7 +173,7 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 		r.statusPatched(req.NamespacedName, baseVersion, cred.ResourceVersion, r.Clock.Now())
 	}()
 
-	s := &reconcileState{cred: cred, key: req.NamespacedName, now: r.Clock.Now(), specHash: specHash(cred)}
+	s := &reconcileState{cred: cred, key: req.NamespacedName, now: now, specHash: specHash(cred)}
 	steps := []func(context.Context, *reconcileState) error{
 		r.readTarget, r.checkSuspended, r.readSource, r.decide, r.mint, r.writeTarget,
 	}
@@ -274,10 +275,11 @@ func (r *ClearanceCredentialReconciler) hasWritten(key types.NamespacedName) boo
 	return ok
 }
 
-// writtenMark is the issue time of a token as the target Secret stores it
-// (RFC 3339 drops sub-seconds), so a cache that has caught up with our last
-// write compares equal and costs no GET.
-func writtenMark(issuedAt time.Time) time.Time { return issuedAt.UTC().Truncate(time.Second) }
+// storedPrecision is a token time (issue or expiry) as the target Secret
+// stores it (RFC 3339 drops sub-seconds): a cache that has caught up with our
+// last write then compares equal and costs no GET, and a status computed from
+// a fresh mint reads like one computed from the stored token.
+func storedPrecision(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
 
 // cacheBehind reports whether the cached target predates our last write.
 func (r *ClearanceCredentialReconciler) cacheBehind(key types.NamespacedName, cached *corev1.Secret) bool {
@@ -663,7 +665,7 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	}
 	r.mu.Lock()
 	delete(r.pending, s.key)
-	r.written[s.key] = writtenMark(m.token.IssuedAt)
+	r.written[s.key] = storedPrecision(m.token.IssuedAt)
 	r.mu.Unlock()
 
 	event, verb := EventRenewed, "renewed"
@@ -729,7 +731,7 @@ func (r *ClearanceCredentialReconciler) setTokenStatus(s *reconcileState, issued
 	// mint and a later reconcile from the stored token word it alike: a 1 h
 	// token whose expiry is its JWT's exp reads 59m59.4s from the sub-second
 	// receive time.
-	lifetime := writtenMark(expiresAt).Sub(writtenMark(issuedAt))
+	lifetime := storedPrecision(expiresAt).Sub(storedPrecision(issuedAt))
 	if rb := s.cred.Spec.RenewBefore; rb != nil && rb.Duration >= lifetime {
 		reason = clearancev1alpha1.ReasonRenewBeforeTooLong
 		msg = fmt.Sprintf("token valid until %s; spec.renewBefore (%s) is not shorter than the token lifetime (%s), so it is renewed at half its lifetime, at %s",

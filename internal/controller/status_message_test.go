@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
@@ -25,12 +26,7 @@ func TestRenewBeforeTooLongMessage(t *testing.T) {
 		cred.Spec.RenewBefore = &metav1.Duration{Duration: 2 * time.Hour}
 		s := &reconcileState{cred: cred, now: issued}
 		r.setTokenStatus(s, issued, expires, issued.Add(30*time.Minute), "", "")
-		var ready *metav1.Condition
-		for i := range cred.Status.Conditions {
-			if cred.Status.Conditions[i].Type == clearancev1alpha1.ConditionReady {
-				ready = &cred.Status.Conditions[i]
-			}
-		}
+		ready := meta.FindStatusCondition(cred.Status.Conditions, clearancev1alpha1.ConditionReady)
 		if ready == nil || ready.Reason != clearancev1alpha1.ReasonRenewBeforeTooLong {
 			t.Fatalf("issued %s: Ready condition %+v, want reason %s", issued, ready, clearancev1alpha1.ReasonRenewBeforeTooLong)
 		}
