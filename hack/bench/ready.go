@@ -250,7 +250,8 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, ex
 	if err != nil {
 		return nil, err
 	}
-	stopProfile := e.profileCPU(ctx, "floor")
+	// Named by namespace, so each floor run of each repeat keeps its own profiles.
+	stopProfile := e.profileCPU(ctx, ns)
 	defer stopProfile()
 
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -19,6 +19,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -78,9 +79,18 @@ type ClearanceCredentialReconciler struct {
 	pending  map[types.NamespacedName]*mintedToken
 	failures map[types.NamespacedName]*failureState
 	sources  map[types.NamespacedName]*sourceState
-	written  map[types.NamespacedName]time.Time
+	written  map[types.NamespacedName]ownWrite
 	// statusWrites: our last status patch per credential, until the cache shows it.
 	statusWrites map[types.NamespacedName]statusWrite
+}
+
+// ownWrite is this process's last write of a credential's target Secret.
+type ownWrite struct {
+	// issuedAt is the written token's issue time, at stored precision.
+	issuedAt time.Time
+	// resourceVersion is the Secret's version that write produced ("" when
+	// the response did not say).
+	resourceVersion string
 }
 
 // failureState remembers the last failed mint, so that events unrelated to the
@@ -289,7 +299,7 @@ func (r *ClearanceCredentialReconciler) cacheBehind(key types.NamespacedName, ca
 	if !ok {
 		return false
 	}
-	return parseTime(cached.Annotations[annotationIssuedAt]).Before(last)
+	return parseTime(cached.Annotations[annotationIssuedAt]).Before(last.issuedAt)
 }
 
 // statusCacheWait is how long a reconcile that finds the cache behind our own
@@ -654,7 +664,7 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 // else server-side apply.
 func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reconcileState) error {
 	m := s.minted
-	err := r.createOrApplyTarget(ctx, s)
+	version, err := r.createOrApplyTarget(ctx, s)
 	if s.done {
 		return nil // a foreign Secret holds the name; the token stays pending
 	}
@@ -665,7 +675,7 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	}
 	r.mu.Lock()
 	delete(r.pending, s.key)
-	r.written[s.key] = storedPrecision(m.token.IssuedAt)
+	r.written[s.key] = ownWrite{issuedAt: storedPrecision(m.token.IssuedAt), resourceVersion: version}
 	r.mu.Unlock()
 
 	event, verb := EventRenewed, "renewed"
@@ -685,28 +695,34 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	return nil
 }
 
-// createOrApplyTarget writes the minted token. A create (cheaper for the
-// apiserver than an apply that creates) fails on any existing Secret, so it
-// can never take over a foreign one; when the name turns out to be taken, one
-// GET tells ours (applied as usual) from a foreign one (a conflict).
-func (r *ClearanceCredentialReconciler) createOrApplyTarget(ctx context.Context, s *reconcileState) error {
+// createOrApplyTarget writes the minted token and returns the Secret's new
+// resourceVersion. A create (cheaper for the apiserver than an apply that
+// creates) fails on any existing Secret, so it can never take over a foreign
+// one; when the name turns out to be taken, one GET tells ours (applied as
+// usual) from a foreign one (a conflict).
+func (r *ClearanceCredentialReconciler) createOrApplyTarget(ctx context.Context, s *reconcileState) (string, error) {
 	if s.createTarget {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
 		defer cancel()
-		err := r.Create(wctx, newTargetSecret(s.cred, s.minted), client.FieldOwner(FieldOwner))
+		secret := newTargetSecret(s.cred, s.minted)
+		err := r.Create(wctx, secret, client.FieldOwner(FieldOwner))
 		if !apierrors.IsAlreadyExists(err) {
-			return err
+			return secret.ResourceVersion, err
 		}
 		existing := &corev1.Secret{}
 		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.cred.Namespace, Name: s.cred.Spec.SecretName}, existing); err != nil {
-			return err
+			return "", err
 		}
 		if !controlledBy(existing, s.cred) {
 			r.targetConflict(s)
-			return nil
+			return "", nil
 		}
 	}
-	return r.apply(ctx, targetSecret(s.cred, s.minted))
+	secret := targetSecret(s.cred, s.minted)
+	if err := r.apply(ctx, secret); err != nil {
+		return "", err
+	}
+	return ptr.Deref(secret.ResourceVersion, ""), nil
 }
 
 func (r *ClearanceCredentialReconciler) apply(ctx context.Context, obj *corev1ac.SecretApplyConfiguration) error {

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,7 +77,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 	r.pending = map[types.NamespacedName]*mintedToken{}
 	r.failures = map[types.NamespacedName]*failureState{}
 	r.sources = map[types.NamespacedName]*sourceState{}
-	r.written = map[types.NamespacedName]time.Time{}
+	r.written = map[types.NamespacedName]ownWrite{}
 	r.statusWrites = map[types.NamespacedName]statusWrite{}
 	r.secretUsers = newSecretUsers()
 	if r.SecretMetadata == nil {
@@ -96,7 +95,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 		For(&clearancev1alpha1.ClearanceCredential{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Restores a deleted or edited target Secret promptly.
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(r.notOwnEcho())).
 		// A managed Secret going away frees its name for a credential that
 		// was waiting on it (TargetConflict).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -138,6 +137,31 @@ func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata]
 		UpdateFunc:  func(e event.TypedUpdateEvent[*metav1.PartialObjectMetadata]) bool { return !controlled(e.ObjectNew) },
 		DeleteFunc:  func(event.TypedDeleteEvent[*metav1.PartialObjectMetadata]) bool { return true },
 		GenericFunc: func(event.TypedGenericEvent[*metav1.PartialObjectMetadata]) bool { return true },
+	}
+}
+
+// notOwnEcho drops the create or update event of a target Secret that is the
+// echo of this process's own last write (same resourceVersion): the reconcile
+// that wrote it has already reported it, and a second one would find nothing
+// to do, or find the credential's status not yet back from the watch and wait
+// for it. Any other change (an edit, a delete, a write by someone else) has
+// another resourceVersion and passes.
+func (r *ClearanceCredentialReconciler) notOwnEcho() predicate.Predicate {
+	echo := func(o client.Object) bool {
+		ref := metav1.GetControllerOf(o)
+		if ref == nil || ref.Kind != "ClearanceCredential" || !strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+			return false
+		}
+		r.mu.Lock()
+		w, ok := r.written[types.NamespacedName{Namespace: o.GetNamespace(), Name: ref.Name}]
+		r.mu.Unlock()
+		return ok && w.resourceVersion != "" && w.resourceVersion == o.GetResourceVersion()
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return !echo(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return !echo(e.ObjectNew) },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return true },
 	}
 }
 
