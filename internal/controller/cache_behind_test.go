@@ -80,7 +80,7 @@ func TestStatusCacheBehind(t *testing.T) {
 func TestNotOwnEcho(t *testing.T) {
 	cred := types.NamespacedName{Namespace: "ns", Name: "cred"}
 	r := &ClearanceCredentialReconciler{written: map[types.NamespacedName]ownWrite{
-		cred:                                 {issuedAt: time.Now(), resourceVersion: "42"},
+		cred:                                  {issuedAt: time.Now(), resourceVersion: "42"},
 		{Namespace: "ns", Name: "no-version"}: {issuedAt: time.Now()},
 	}}
 	secret := func(version, owner, kind string) *corev1.Secret {
