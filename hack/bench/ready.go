@@ -18,6 +18,7 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
+	"github.com/clearance-operator/clearance-operator/internal/controller"
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
@@ -312,7 +313,9 @@ type floorWork int
 const withRequiredWork floorWork = 1
 
 // floorReconcile is the minimum per credential: one token request, one
-// Secret create, one status update; with required, also one GET of the
+// create of a Secret with the content #5 requires (the token keys, the tenant
+// and client ids, the first address of each address list; none of the
+// operator's own bookkeeping annotations), one status update; with required, also one GET of the
 // connection Secret and one event. The GET asks for the version the driver
 // created (or newer), as the operator asks for the version its metadata watch
 // saw: the apiserver serves both from its watch cache.
@@ -355,6 +358,11 @@ func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, in *cre
 			clearancev1alpha1.SecretKeyTenantID:  []byte(conn.TenantID),
 			clearancev1alpha1.SecretKeyClientID:  []byte(conn.ClientID()),
 		},
+	}
+	// The first address of each address list is required content of the
+	// target Secret too (#5), so the floor writes it as the operator does.
+	for member, addr := range conn.FirstAddresses {
+		secret.Data[controller.AddressDataKey(member)] = []byte(addr)
 	}
 	if err := withRetry(ctx, func() error { return e.client.Create(ctx, secret) }); err != nil {
 		return fmt.Errorf("creating target Secret: %w", err)

@@ -235,9 +235,9 @@ func lowerCamel(s string) string {
 	}
 }
 
-// addressDataKey is the target Secret key for the first address of a
+// AddressDataKey is the target Secret data key for the first address of a
 // connection-file address list: "DocumentStoreBaseAddresses" -> "documentStoreBaseAddress".
-func addressDataKey(member string) string {
+func AddressDataKey(member string) string {
 	k := lowerCamel(member)
 	return strings.TrimSuffix(k, "es")
 }

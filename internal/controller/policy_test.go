@@ -206,8 +206,8 @@ func TestAddressDataKey(t *testing.T) {
 		"already":                           "already",
 	}
 	for in, want := range tests {
-		if got := addressDataKey(in); got != want {
-			t.Errorf("addressDataKey(%q) = %q, want %q", in, got, want)
+		if got := AddressDataKey(in); got != want {
+			t.Errorf("AddressDataKey(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -151,7 +151,7 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 		clearancev1alpha1.SecretKeyClientID:  []byte(m.connection.ClientID()),
 	}
 	for member, addr := range m.connection.FirstAddresses {
-		data[addressDataKey(member)] = []byte(addr)
+		data[AddressDataKey(member)] = []byte(addr)
 	}
 	annotations = map[string]string{
 		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
