@@ -88,3 +88,33 @@ func TestRequestLog(t *testing.T) {
 		t.Fatal("a full history after a gap is not reported")
 	}
 }
+
+func TestSpeedNormalizedR(t *testing.T) {
+	run := func(seconds, emulatorCPU float64) *timedRun {
+		return &timedRun{Seconds: seconds, Usage: usage{CPUSeconds: map[string]float64{emulatorComponent: emulatorCPU}}}
+	}
+	// The second pair ran on a machine twice as slow (R per pair 1.25 and
+	// 1.5); per emulator CPU-second the operator took 5 and 6, the floor 4 and 4.
+	reps := []ReadyRepeat{
+		{Floor: run(8, 2), Op: run(10, 2)},
+		{Floor: run(16, 4), Op: run(24, 4)},
+	}
+	if got, want := speedNormalizedR(reps), (5.0+6.0)/(4.0+4.0); got != want {
+		t.Fatalf("speedNormalizedR = %v, want %v", got, want)
+	}
+	reps = append(reps, ReadyRepeat{Floor: run(8, 0), Op: run(10, 2)})
+	if got := speedNormalizedR(reps); got != 0 {
+		t.Fatalf("a run without emulator CPU gave %v, want 0", got)
+	}
+}
+
+func TestRepeatsFor(t *testing.T) {
+	c := &config{}
+	if c.repeatsFor(1000) != 5 || c.repeatsFor(10000) != 3 {
+		t.Fatalf("defaults: %d at 1,000, %d at 10,000", c.repeatsFor(1000), c.repeatsFor(10000))
+	}
+	c.Repeat = 2
+	if c.repeatsFor(1000) != 2 || c.repeatsFor(10000) != 2 {
+		t.Fatal("-repeat does not win")
+	}
+}

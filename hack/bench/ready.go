@@ -65,7 +65,7 @@ func (b *bench) runReadyEnv(ctx context.Context, p readyEnvPlan) {
 	if p.ready {
 		rr = &ReadyResult{N: p.n, Concurrency: b.cfg.Concurrency, LoadAvg: loadAvg()}
 		b.res.Ready = append(b.res.Ready, rr)
-		repeats = b.cfg.Repeat
+		repeats = b.cfg.repeatsFor(p.n)
 	}
 	var (
 		mgr      *manager

@@ -53,6 +53,9 @@ func (r *Results) markdown() string {
 				}
 				floor += fmt.Sprintf(" (median of %d pairs; R = %s)", len(rr.Repeats), strings.Join(rs, ", "))
 			}
+			if rr.SpeedNormalizedR > 0 {
+				floor += fmt.Sprintf("; speed-normalized R = %.2f (times per emulator CPU-second, means over the pairs)", rr.SpeedNormalizedR)
+			}
 			met = verdict(rr.R <= targetR)
 		}
 		rows = append(rows, row{what, "T_op " + secs(rr.Op.Seconds), floor, "R ≤ 1.3", met, la(rr.LoadAvg)})

@@ -43,10 +43,16 @@ type ReadyResult struct {
 	Concurrency int `json:"concurrency"`
 	// The repeat with the median R, its fields at the top level of the JSON.
 	ReadyRepeat
-	Repeats    []ReadyRepeat `json:"repeats"`
-	LoadAvg    [3]float64    `json:"loadAvg"`
-	LoadAvgEnd [3]float64    `json:"loadAvgEnd"`
-	Error      string        `json:"error,omitempty"`
+	Repeats []ReadyRepeat `json:"repeats"`
+	// SpeedNormalizedR is R with the machine's speed drift taken out: each
+	// run's time is divided by the STS emulator's CPU seconds in that run (the
+	// emulator does the same work, N token requests, in every run, so its CPU
+	// time gauges how fast the shared machine was), and the ratio is taken of
+	// the means over all pairs. A diagnostic: the verdict uses R.
+	SpeedNormalizedR float64    `json:"speedNormalizedR,omitempty"`
+	LoadAvg          [3]float64 `json:"loadAvg"`
+	LoadAvgEnd       [3]float64 `json:"loadAvgEnd"`
+	Error            string     `json:"error,omitempty"`
 }
 
 // ReadyRepeat is one floor-then-operator pair.
@@ -75,6 +81,30 @@ func (r *ReadyResult) summarize() {
 		return cmp.Compare(a.Op.Seconds, b.Op.Seconds)
 	})
 	r.ReadyRepeat = reps[(len(reps)-1)/2]
+	r.SpeedNormalizedR = speedNormalizedR(r.Repeats)
+}
+
+// speedNormalizedR is mean(T_op / emulator CPU) / mean(T_floor / emulator CPU)
+// over the pairs; 0 when a run lacks either figure.
+func speedNormalizedR(reps []ReadyRepeat) float64 {
+	perEmulatorSecond := func(run *timedRun) float64 {
+		if run == nil || run.Usage.CPUSeconds[emulatorComponent] <= 0 {
+			return 0
+		}
+		return run.Seconds / run.Usage.CPUSeconds[emulatorComponent]
+	}
+	var op, floor float64
+	for _, rep := range reps {
+		o, f := perEmulatorSecond(rep.Op), perEmulatorSecond(rep.Floor)
+		if o == 0 || f == 0 {
+			return 0
+		}
+		op, floor = op+o, floor+f
+	}
+	if floor == 0 {
+		return 0
+	}
+	return op / floor
 }
 
 // Machine describes where the run happened.

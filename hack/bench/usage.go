@@ -18,8 +18,11 @@ import (
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
+// emulatorComponent is the STS emulator's process name.
+const emulatorComponent = "sts-emulator"
+
 // Component names, as the kernel knows the processes (comm).
-var components = []string{"kube-apiserver", "etcd", "sts-emulator", "manager", "harness"}
+var components = []string{"kube-apiserver", "etcd", emulatorComponent, "manager", "harness"}
 
 // snapshot is what the environment has consumed and done up to a moment:
 // CPU time per process, apiserver requests by verb and resource, token
