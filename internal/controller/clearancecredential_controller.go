@@ -160,8 +160,9 @@ func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.
 
 	now := r.Clock.Now()
 	if r.statusCacheBehind(req.NamespacedName, cred, now) {
-		// Our own target write usually brings the credential back before the
-		// watch has delivered our status patch; reconciling the older copy
+		// Something brought the credential back before the watch delivered
+		// our status patch (our own target write, when its watch event beats
+		// the write's response; see notOwnEcho); reconciling the older copy
 		// would patch the same status again (from a stale merge base).
 		return ctrl.Result{RequeueAfter: statusCacheWait}, nil
 	}
