@@ -315,10 +315,10 @@ const withRequiredWork floorWork = 1
 // floorReconcile is the minimum per credential: one token request, one
 // create of a Secret with the content #5 requires (the token keys, the tenant
 // and client ids, the first address of each address list; none of the
-// operator's own bookkeeping annotations), one status update; with required, also one GET of the
-// connection Secret and one event. The GET asks for the version the driver
-// created (or newer), as the operator asks for the version its metadata watch
-// saw: the apiserver serves both from its watch cache.
+// operator's own bookkeeping annotations), one status update; with required,
+// also one GET of the connection Secret and one event. The GET asks for the
+// version the driver created (or newer), as the operator asks for the version
+// its metadata watch saw: the apiserver serves both from its watch cache.
 func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, in *createdInputs, file []byte, required bool) error {
 	cred := in.cred
 	if required {
