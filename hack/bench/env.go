@@ -119,7 +119,7 @@ func (b *bench) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.emuBin, err = testutil.BuildBinary(ctx, "./hack/sts-emulator", b.tmp, "sts-emulator")
+	b.emuBin, err = testutil.BuildBinary(ctx, "./hack/sts-emulator", b.tmp, emulatorComponent)
 	return err
 }
 

@@ -147,7 +147,7 @@ func (r *Results) details(sb *strings.Builder) {
 	line := func(name string, wall float64, u usage, n int) {
 		c := u.CPUSeconds
 		fmt.Fprintf(sb, "| %s | %s | %.1f / %.1f / %.1f / %.1f / %.1f (%.1f) | %s | %d |\n", name, secs(wall),
-			c["kube-apiserver"], c["etcd"], c["sts-emulator"], c["manager"], c["harness"], u.totalCPU(), u.requestsPer(n), u.TokenRequests)
+			c["kube-apiserver"], c["etcd"], c[emulatorComponent], c["manager"], c["harness"], u.totalCPU(), u.requestsPer(n), u.TokenRequests)
 	}
 	for _, rr := range r.Ready {
 		if rr.Floor != nil {

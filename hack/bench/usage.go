@@ -18,7 +18,7 @@ import (
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
-// emulatorComponent is the STS emulator's process name.
+// emulatorComponent is the STS emulator binary's name, and so its process name.
 const emulatorComponent = "sts-emulator"
 
 // Component names, as the kernel knows the processes (comm).

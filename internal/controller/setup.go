@@ -63,8 +63,7 @@ func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 			ObjectMeta: metav1.ObjectMeta{Namespace: md.Namespace, Name: md.Name, ResourceVersion: md.ResourceVersion},
 		}
 		// Keep just the fact that a credential controls it (see notOwnTargetWrite).
-		if ref := metav1.GetControllerOf(md); ref != nil && ref.Kind == "ClearanceCredential" &&
-			strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+		if ref := credentialController(md); ref != nil {
 			out.OwnerReferences = []metav1.OwnerReference{*ref}
 		}
 		return out, nil
@@ -140,6 +139,16 @@ func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata]
 	}
 }
 
+// credentialController returns the controller reference of obj when a
+// ClearanceCredential (of any version of our group) controls it, else nil.
+func credentialController(obj metav1.Object) *metav1.OwnerReference {
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil || ref.Kind != "ClearanceCredential" || !strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+		return nil
+	}
+	return ref
+}
+
 // notOwnEcho drops the create or update event of a target Secret that is the
 // echo of this process's own last write (same resourceVersion): the reconcile
 // that wrote it has already reported it, and a second one would find nothing
@@ -148,8 +157,8 @@ func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata]
 // another resourceVersion and passes.
 func (r *ClearanceCredentialReconciler) notOwnEcho() predicate.Predicate {
 	echo := func(o client.Object) bool {
-		ref := metav1.GetControllerOf(o)
-		if ref == nil || ref.Kind != "ClearanceCredential" || !strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+		ref := credentialController(o)
+		if ref == nil {
 			return false
 		}
 		r.mu.Lock()
