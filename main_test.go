@@ -247,7 +247,7 @@ func TestTuneGC(t *testing.T) {
 	desc, tuner = tuneGC()
 	g.Expect(tuner).NotTo(BeNil())
 	defer tuner.Stop()
-	g.Expect(desc).To(Equal("25, with at least 16 MiB of headroom"))
+	g.Expect(desc).To(Equal("25, with at least 16 MiB of headroom, up to 100 while the heap is under 88 MiB"))
 	// This test binary's live heap is a few MB: the headroom sets GOGC.
 	g.Expect(tuner.Current()).To(BeNumerically(">", defaultGCPercent))
 	g.Expect(debug.SetGCPercent(100)).To(Equal(tuner.Current()))

@@ -144,6 +144,7 @@ var _ = Describe("ClearanceCredential controller", Ordered, func() {
 		c := getCredential(ctx, ns, "cred")
 		Expect(c.Status.FailedAttempts).To(BeNumerically(">=", 2))
 		Expect(c.Status.LastFailureTime).NotTo(BeNil())
+		Expect(c.Status.RenewalTime).To(BeNil(), "a cleared field leaves the stored status")
 		Expect(eventReasons(ctx, ns, "cred")).To(ContainElement(EventMintFailed))
 		// Exponential backoff: over ~10 s of outage only a handful of attempts.
 		Expect(requests(srv, cf.ClientID()) - successes(srv, cf.ClientID())).To(BeNumerically("<=", 8))
@@ -157,6 +158,8 @@ var _ = Describe("ClearanceCredential controller", Ordered, func() {
 			WithTimeout(20 * time.Second).Should(haveCondition(metav1.ConditionTrue, clearancev1alpha1.ReasonTokenValid))
 		c = getCredential(ctx, ns, "cred")
 		Expect(c.Status.FailedAttempts).To(BeZero())
+		Expect(c.Status.LastFailureTime).To(BeNil())
+		Expect(c.Status.RenewalTime).NotTo(BeNil())
 		Expect(condition(ctx, ns, "cred", clearancev1alpha1.ConditionDegraded).Status).To(BeEmpty())
 		expectNoSecretMaterial(ctx, ns, cf, token)
 	})

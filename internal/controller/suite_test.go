@@ -96,11 +96,14 @@ func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager 
 	md, err := NewSecretMetadataCache(mgr.GetConfig(), cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(mgr.Add(md)).To(Succeed())
+	recorder, err := NewEventRecorder(mgr, "clearance-operator")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.Add(recorder)).To(Succeed())
 	r := &ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Minter:    clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
-		Recorder:  mgr.GetEventRecorder("clearance-operator"),
+		Recorder:  recorder,
 		Clock:     clock.RealClock{},
 	}
 	for _, o := range opts {

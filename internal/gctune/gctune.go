@@ -1,13 +1,14 @@
 // Package gctune sets the garbage collector's target (GOGC) after every
-// collection so that the heap may grow by a percentage of the live heap, but
-// never by less than a fixed amount.
+// collection from the live heap the collection found: a low base percentage
+// for a large heap, with a floor on the headroom for a small one, and Go's
+// default while the heap stays under a budget.
 //
 // A plain low GOGC keeps a large, long-lived heap (an operator's caches) from
-// doubling before each collection, which is what it is for; but on a small
-// heap the same percentage is a few megabytes, and a burst of work then runs
-// a collection every few milliseconds. A floor on the headroom keeps the
-// footprint of a large heap where the low GOGC puts it and spares a small
-// heap most of those collections.
+// doubling before each collection, which is what it is for; but it costs
+// four times the collections of Go's default for the same allocations, also
+// on heaps small enough that doubling would not matter. On a small heap the
+// same percentage is a few megabytes, and a burst of work then runs a
+// collection every few milliseconds.
 package gctune
 
 import (
@@ -21,23 +22,39 @@ import (
 // MaxPercent bounds the GOGC the tuner sets, for a nearly empty heap.
 const MaxPercent = 400
 
+// DefaultPercent is Go's own GOGC, which the budget allows at most.
+const DefaultPercent = 100
+
 const liveHeapMetric = "/gc/heap/live:bytes"
 
-// Percent is the GOGC that lets a live heap of live bytes grow by at least
-// headroom bytes and by at least basePercent of itself, capped at MaxPercent
-// (but never below basePercent).
-func Percent(live, headroom uint64, basePercent int) int {
-	p := MaxPercent
-	if live > 0 {
-		p = int(math.Min(math.Ceil(100*float64(headroom)/float64(live)), MaxPercent))
+// Policy says how far the heap may grow past the live heap before the next
+// collection.
+type Policy struct {
+	// BasePercent is the growth always allowed, in percent of the live heap.
+	BasePercent int
+	// MinHeadroom is the growth always allowed, in bytes.
+	MinHeadroom uint64
+	// Budget is a total heap (live plus growth) up to which the heap may
+	// grow by as much as DefaultPercent; 0 for none.
+	Budget uint64
+}
+
+// Percent is the GOGC that gives a live heap of live bytes the larger of the
+// policy's allowances, capped at MaxPercent (but never below BasePercent).
+func Percent(live uint64, p Policy) int {
+	if live == 0 {
+		return max(MaxPercent, p.BasePercent)
 	}
-	return max(p, basePercent)
+	pct := math.Ceil(100 * float64(p.MinHeadroom) / float64(live))
+	if p.Budget > live {
+		pct = math.Max(pct, math.Min(math.Floor(100*float64(p.Budget-live)/float64(live)), DefaultPercent))
+	}
+	return max(int(math.Min(pct, MaxPercent)), p.BasePercent)
 }
 
 // Tuner re-applies Percent to the live heap after every collection.
 type Tuner struct {
-	basePercent int
-	headroom    uint64
+	policy Policy
 
 	mu      sync.Mutex
 	sample  []metrics.Sample
@@ -52,11 +69,10 @@ type sentinel struct{ _ [32]byte }
 
 // Start sets GOGC from the current live heap and keeps adjusting it after
 // each collection until Stop.
-func Start(basePercent int, headroom uint64) *Tuner {
+func Start(p Policy) *Tuner {
 	t := &Tuner{
-		basePercent: basePercent,
-		headroom:    headroom,
-		sample:      []metrics.Sample{{Name: liveHeapMetric}},
+		policy: p,
+		sample: []metrics.Sample{{Name: liveHeapMetric}},
 	}
 	t.adjust()
 	runtime.SetFinalizer(&sentinel{}, t.afterGC)
@@ -82,7 +98,7 @@ func (t *Tuner) adjust() bool {
 	if t.sample[0].Value.Kind() == metrics.KindUint64 {
 		live = t.sample[0].Value.Uint64()
 	}
-	if p := Percent(live, t.headroom, t.basePercent); p != t.current {
+	if p := Percent(live, t.policy); p != t.current {
 		t.current = p
 		debug.SetGCPercent(p)
 	}
@@ -101,6 +117,6 @@ func (t *Tuner) Stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.stopped = true
-	t.current = t.basePercent
-	debug.SetGCPercent(t.basePercent)
+	t.current = t.policy.BasePercent
+	debug.SetGCPercent(t.policy.BasePercent)
 }

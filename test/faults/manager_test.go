@@ -61,12 +61,15 @@ func startInProcManager(o inProcOptions) *inProcManager {
 	md, err := controller.NewSecretMetadataCache(mgr.GetConfig(), cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(mgr.Add(md)).To(Succeed())
+	recorder, err := controller.NewEventRecorder(mgr, "clearance-operator")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.Add(recorder)).To(Succeed())
 	r := &controller.ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Minter: clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()),
 			clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(o.attemptTimeout)),
-		Recorder: mgr.GetEventRecorder("clearance-operator"),
+		Recorder: recorder,
 		Clock:    clock.RealClock{},
 	}
 	Expect(r.SetupWithManager(mgr, md, 4)).To(Succeed())
