@@ -220,7 +220,7 @@ func splitNamespaces(v string) []string {
 // the process; at Go's default of 100 the heap grows to twice that before
 // each collection, so garbage doubles the footprint. With 10,000 credentials
 // (make bench, 2 cores) the resident size was 206 MiB at GOGC=100, 175 MiB at
-// 50 and 149 MiB at 25, for a live heap of about 60 MB.
+// 50 and 149 MiB at 25 (measured when that live heap was about 60 MB).
 const defaultGCPercent = 25
 
 // minGCHeadroom: the heap may always grow this much past the live heap
