@@ -40,6 +40,7 @@ func NewEventRecorder(mgr ctrl.Manager, reportingController string) (*EventRecor
 // Start records to the apiserver, and logs each event at verbosity 1 as the
 // manager's recorder does, until ctx ends.
 func (e *EventRecorder) Start(ctx context.Context) error {
+	defer e.broadcaster.Shutdown()
 	if err := e.broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
 		return err
 	}
@@ -47,9 +48,8 @@ func (e *EventRecorder) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer stopLogging()
 	<-ctx.Done()
-	stopLogging()
-	e.broadcaster.Shutdown()
 	return nil
 }
 
