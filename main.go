@@ -167,11 +167,7 @@ func runManager(args []string) int {
 
 	recorder, err := controller.NewEventRecorder(mgr, "clearance-operator")
 	if err != nil {
-		setupLog.Error(err, "unable to create the event recorder")
-		return 1
-	}
-	if err := mgr.Add(recorder); err != nil {
-		setupLog.Error(err, "unable to add the event recorder")
+		setupLog.Error(err, "unable to set up the event recorder")
 		return 1
 	}
 

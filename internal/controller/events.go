@@ -25,7 +25,9 @@ type EventRecorder struct {
 	broadcaster events.EventBroadcaster
 }
 
-// NewEventRecorder returns the recorder for the controller; add it to mgr.
+// NewEventRecorder returns the recorder for the controller, added to mgr so
+// that it records while mgr runs (a recorder nobody started would drop every
+// event).
 func NewEventRecorder(mgr ctrl.Manager, reportingController string) (*EventRecorder, error) {
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	cfg.ContentType = runtime.ContentTypeProtobuf
@@ -34,7 +36,11 @@ func NewEventRecorder(mgr ctrl.Manager, reportingController string) (*EventRecor
 		return nil, err
 	}
 	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: cl})
-	return &EventRecorder{EventRecorder: b.NewRecorder(mgr.GetScheme(), reportingController), broadcaster: b}, nil
+	rec := &EventRecorder{EventRecorder: b.NewRecorder(mgr.GetScheme(), reportingController), broadcaster: b}
+	if err := mgr.Add(rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // Start records to the apiserver, and logs each event at verbosity 1 as the

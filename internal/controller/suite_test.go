@@ -98,7 +98,6 @@ func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager 
 	Expect(mgr.Add(md)).To(Succeed())
 	recorder, err := NewEventRecorder(mgr, "clearance-operator")
 	Expect(err).NotTo(HaveOccurred())
-	Expect(mgr.Add(recorder)).To(Succeed())
 	r := &ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

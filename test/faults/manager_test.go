@@ -63,7 +63,6 @@ func startInProcManager(o inProcOptions) *inProcManager {
 	Expect(mgr.Add(md)).To(Succeed())
 	recorder, err := controller.NewEventRecorder(mgr, "clearance-operator")
 	Expect(err).NotTo(HaveOccurred())
-	Expect(mgr.Add(recorder)).To(Succeed())
 	r := &controller.ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
