@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -241,4 +243,31 @@ func TestParseCIDRs(t *testing.T) {
 	}))
 	_, err = ParseCIDRs("127.0.0.1")
 	g.Expect(err).To(MatchError(ContainSubstring(`invalid CIDR "127.0.0.1"`)))
+}
+
+func TestMintThroughAProxyFromTheEnvironment(t *testing.T) {
+	g := NewWithT(t)
+	var proxied atomic.Value
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Store(r.URL.String()) // a forward proxy sees the absolute URL
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer proxy.Close()
+	t.Setenv("HTTP_PROXY", proxy.URL)
+	t.Setenv("NO_PROXY", "")
+	// The proxy listens on loopback, which the policy does not allow: it is
+	// dialled because the administrator configured it.
+	c := NewClient(WithEgress(EgressOptions{Policy: DestinationPolicy{AllowHTTP: true}}))
+	_, err := c.Mint(context.Background(), MintRequest{Connection: mustConnection(t, nil, "http://sts.clearance.invalid/connect")})
+	var te *TransientError
+	g.Expect(errors.As(err, &te)).To(BeTrue(), "got %T %v", err, err)
+	g.Expect(te.StatusCode).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(proxied.Load()).To(Equal("http://sts.clearance.invalid/connect/token"))
+
+	// A target that is itself forbidden is not handed to the proxy.
+	proxied.Store("")
+	_, err = c.Mint(context.Background(), MintRequest{Connection: mustConnection(t, nil, "http://10.1.2.3/connect")})
+	var de *DestinationError
+	g.Expect(errors.As(err, &de)).To(BeTrue(), "got %T %v", err, err)
+	g.Expect(proxied.Load()).To(Equal(""))
 }
