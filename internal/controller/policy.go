@@ -231,11 +231,15 @@ const MaxRetryAfterWait = time.Hour
 
 // RateLimitedWait returns how long to wait after the STS answered 429: the
 // longer of its Retry-After and the transient backoff, at most
-// MaxRetryAfterWait, and, like FailureBackoff, never past the stored token's
-// expiry: a Retry-After longer than the token has left must not let it
-// expire unattempted.
+// MaxRetryAfterWait. A wait that would reach the stored token's expiry is
+// cut as FailureBackoff cuts it (to half the time left): a Retry-After
+// longer than the token has left must not let it expire unattempted, while
+// a shorter one is obeyed.
 func RateLimitedWait(retryAfter time.Duration, failedAttempts int32, jitter float64, now time.Time, expiresAt *time.Time) time.Duration {
 	d := min(max(retryAfter, FailureBackoff(failedAttempts, jitter, now, nil)), MaxRetryAfterWait)
+	if expiresAt != nil && now.Add(d).Before(*expiresAt) {
+		return d
+	}
 	return capToExpiry(d, now, expiresAt)
 }
 

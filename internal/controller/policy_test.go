@@ -304,6 +304,8 @@ func TestRateLimitedWait(t *testing.T) {
 		{name: "Retry-After obeyed while it is short of the expiry", retryAfter: 2 * time.Minute, expiresAt: at(time.Hour), want: 2 * time.Minute},
 		{name: "a day's Retry-After with 10 minutes left: retried halfway to the expiry", retryAfter: 24 * time.Hour, expiresAt: at(10 * time.Minute), want: 5 * time.Minute},
 		{name: "no valid token: capped at an hour", retryAfter: 24 * time.Hour, want: MaxRetryAfterWait},
+		{name: "Retry-After just short of the expiry is obeyed", retryAfter: 2 * time.Second, expiresAt: at(3 * time.Second), want: 2 * time.Second},
+		{name: "Retry-After reaching the expiry: half the time left", retryAfter: 3 * time.Second, expiresAt: at(3 * time.Second), want: 1500 * time.Millisecond},
 		{name: "no Retry-After: the transient backoff", retryAfter: 0, want: time.Second / 2},
 	}
 	for _, tt := range tests {
