@@ -92,6 +92,10 @@ verify: ## Regenerate code and manifests, tidy modules, and fail on any differen
 build: manifests generate fmt vet ## Build the manager binary into bin/manager.
 	go build -o $(LOCALBIN)/manager .
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-clearance (put bin/ on PATH for `kubectl clearance`).
+	go build -o $(LOCALBIN)/kubectl-clearance ./cmd/kubectl-clearance
+
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . $(ARGS)
