@@ -53,6 +53,7 @@ func installSpecs() {
 			for _, sets := range [][]string{nil, {
 				"namespaces={a,b}", "replicas=2", "metrics.serviceMonitor.enabled=true",
 				"networkPolicy.enabled=true", "podDisruptionBudget.enabled=true", "crds.install=false",
+				"prometheusRule.enabled=true", "grafanaDashboard.enabled=true",
 			}} {
 				args := []string{"lint", "--strict", "charts/clearance-operator"}
 				for _, s := range sets {
