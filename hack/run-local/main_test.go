@@ -221,6 +221,7 @@ func TestOnceWithEmulator(t *testing.T) {
 		"(the token itself is not printed)",
 		"kubectl get ccred -A",
 		"kubectl describe ccred -n clearance-demo clearance",
+		"bin/kubectl-clearance status -n clearance-demo clearance",
 		"RUN_LOCAL_ONCE is set",
 	} {
 		g.Expect(out).To(ContainSubstring(want))

@@ -276,6 +276,9 @@ func (s *session) printCommands() {
 	s.out.say("try, in another terminal:")
 	s.out.detail("KUBECONFIG=%s %s get ccred -A", s.kubeconfig, kubectl)
 	s.out.detail("KUBECONFIG=%s %s describe ccred -n %s %s", s.kubeconfig, kubectl, sampleNamespace, sampleCredential)
+	// The kubectl plugin, built by `make plugin`; bin/ is where it lands.
+	s.out.detail("make plugin && KUBECONFIG=%s %s status -n %s %s", s.kubeconfig,
+		filepath.Join(testutil.RepoRoot(), "bin", "kubectl-clearance"), sampleNamespace, sampleCredential)
 	if s.connFile != "" {
 		s.out.detail("go -C %s run . mint --connection-file %s", testutil.RepoRoot(), s.connFile)
 	}
