@@ -49,6 +49,11 @@ func render(t *testing.T, sets ...string) []map[string]any {
 	t.Helper()
 	args := []string{"template", release, filepath.Join(repoRoot, "charts", "clearance-operator"), "--namespace", namespace}
 	for _, s := range sets {
+		// Helm's --set reads 0.5 as a string; --set-json keeps numbers.
+		if js, ok := strings.CutPrefix(s, "json:"); ok {
+			args = append(args, "--set-json", js)
+			continue
+		}
 		args = append(args, "--set", s)
 	}
 	cmd := exec.Command(tool(t, "helm"), args...)
@@ -223,7 +228,7 @@ func TestRuleValues(t *testing.T) {
 		"prometheusRule.job=my-job",
 		"prometheusRule.additionalAlertLabels.team=video",
 		"prometheusRule.tokenExpiring.withinSeconds=1200",
-		"prometheusRule.requestsFailing.ratio=0.5",
+		"json:prometheusRule.requestsFailing.ratio=0.5",
 		"prometheusRule.requestsFailing.window=30m",
 		"prometheusRule.notReady.for=1h",
 		"prometheusRule.operatorDown.enabled=false",
