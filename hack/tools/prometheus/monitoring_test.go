@@ -56,7 +56,7 @@ func render(t *testing.T, sets ...string) []map[string]any {
 		}
 		args = append(args, "--set", s)
 	}
-	cmd := exec.Command(tool(t, "helm"), args...)
+	cmd := exec.CommandContext(t.Context(), tool(t, "helm"), args...) //nolint:gosec // the pinned Helm, test-controlled arguments
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -122,7 +122,7 @@ func parseRules(t *testing.T, content []byte) *rulefmt.RuleGroups {
 // operatorMetrics are the metric names registered in internal/controller/metrics.go.
 func operatorMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join(repoRoot, "internal", "controller", "metrics.go"))
+	src, err := os.ReadFile(filepath.Join(repoRoot, "internal", "controller", "metrics.go")) //nolint:gosec // a fixed file of this repository
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,10 +270,10 @@ func promtoolTest(t *testing.T, rules []byte, testFile []byte) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), rules, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), testFile, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), testFile, 0o600); err != nil { //nolint:gosec // a test's own temporary directory
 		t.Fatal(err)
 	}
-	cmd := exec.Command(tool(t, "promtool"), "test", "rules", "alerts_test.yaml")
+	cmd := exec.CommandContext(t.Context(), tool(t, "promtool"), "test", "rules", "alerts_test.yaml") //nolint:gosec // the pinned promtool
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
