@@ -3,6 +3,7 @@ package kubectlclearance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -365,6 +366,41 @@ func TestRenewWaitTimesOutWithTheReason(t *testing.T) {
 	g.Expect(time.Since(started)).To(BeNumerically("<", 10*time.Second))
 	g.Expect(errOut).To(ContainSubstring("clearancecredential apps/app: no new token after 300ms: Stalled=True (CredentialRejected): invalid_client"))
 	g.Expect(errOut).To(ContainSubstring("timed out waiting for 1 of 1 renewals"))
+}
+
+// failingReads fails every Get after the first okReads, as the real client
+// does near a deadline (its rate limiter refuses a wait it cannot finish).
+type failingReads struct {
+	client.WithWatch
+	mu      sync.Mutex
+	okReads int
+}
+
+func (f *failingReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.okReads <= 0 {
+		return errors.New("rate: Wait(n=1) would exceed context deadline")
+	}
+	f.okReads--
+	return f.WithWatch.Get(ctx, key, obj, opts...)
+}
+
+func TestRenewWaitKeepsTheLastReasonThroughFailedReads(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, credential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
+		c.Status.Conditions = []metav1.Condition{{
+			Type: clearancev1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: clearancev1alpha1.ReasonSTSUnavailable,
+			Message: "connection refused",
+		}}
+	}))
+	// The command's own Get, then one poll (credential and Secret reads).
+	h.client = &failingReads{WithWatch: h.client, okReads: 3}
+
+	code, _, errOut := h.run("renew", "app", "-n", "apps", "--wait", "--timeout", "200ms")
+	g.Expect(code).To(Equal(1))
+	g.Expect(errOut).To(ContainSubstring("no new token after 200ms: Ready=False (STSUnavailable): connection refused\n"))
+	g.Expect(errOut).NotTo(ContainSubstring("rate:"))
 }
 
 func TestCheckConnectionFileAndSecret(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -127,20 +128,28 @@ func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, keys 
 	defer tick.Stop()
 	pending := map[types.NamespacedName]string{} // key -> why it is not done yet
 	for _, k := range keys {
-		pending[k] = "waiting for the operator"
+		pending[k] = waitingForOperator
 	}
 	for len(pending) > 0 {
 		for _, k := range keys {
 			if _, ok := pending[k]; !ok {
 				continue
 			}
-			done, why := r.renewed(ctx, c, k, requested)
-			if done != "" {
+			done, why, err := r.renewed(ctx, c, k, requested)
+			switch {
+			case err != nil:
+				// A failed read (near the deadline the client's rate
+				// limiter refuses to wait) says nothing new about the
+				// credential: keep what the last good read said.
+				if pending[k] == waitingForOperator {
+					pending[k] = err.Error()
+				}
+			case done != "":
 				delete(pending, k)
 				_, _ = fmt.Fprintf(r.Streams.Out, "clearancecredential %s/%s: new token written, %s\n", k.Namespace, k.Name, done)
-				continue
+			default:
+				pending[k] = why
 			}
-			pending[k] = why
 		}
 		if len(pending) == 0 {
 			break
@@ -159,14 +168,18 @@ func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, keys 
 	return nil
 }
 
+// waitingForOperator is why a credential is not done while its conditions
+// say nothing more.
+const waitingForOperator = "waiting for the operator"
+
 // renewed reports what the new token is ("expires at ..."), or why the
-// credential is not done yet.
-func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.NamespacedName, requested string) (done, why string) {
+// credential is not done yet, or the error of a failed read.
+func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.NamespacedName, requested string) (done, why string, err error) {
 	cred := &clearancev1alpha1.ClearanceCredential{}
 	if err := c.Get(ctx, k, cred); err != nil {
-		return "", err.Error()
+		return "", "", err
 	}
-	why = "waiting for the operator"
+	why = waitingForOperator
 	for _, t := range []string{clearancev1alpha1.ConditionStalled, clearancev1alpha1.ConditionDegraded, clearancev1alpha1.ConditionReady} {
 		cond := meta.FindStatusCondition(cred.Status.Conditions, t)
 		if cond != nil && (t == clearancev1alpha1.ConditionReady) == (cond.Status != "True") {
@@ -176,11 +189,14 @@ func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.Nam
 	}
 	secret := &corev1.Secret{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: k.Namespace, Name: cred.Spec.SecretName}, secret); err != nil {
-		return "", why
+		if apierrors.IsNotFound(err) {
+			return "", why, nil // no token yet
+		}
+		return "", "", err
 	}
 	if secret.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation] != requested {
-		return "", why
+		return "", why, nil
 	}
 	return fmt.Sprintf("expires at %s, sha256 %s...", secret.Data[clearancev1alpha1.SecretKeyExpiresAt],
-		tokeninfo.Fingerprint(secret.Data[clearancev1alpha1.SecretKeyToken])), ""
+		tokeninfo.Fingerprint(secret.Data[clearancev1alpha1.SecretKeyToken])), "", nil
 }
