@@ -4,9 +4,9 @@
 // writes, never a token, an assertion or any content of a connection file:
 // a token is shown as its decoded claims and a short hash only.
 //
-// The resource-specific parts (how to list, read and describe a credential)
-// sit behind small functions taking a namespace, so a cluster-scoped kind
-// can be added next to ClearanceCredential without touching the commands.
+// The commands work on a kind-neutral view of a credential (kinds.go): a
+// cluster-scoped kind is added there, next to ClearanceCredential, without
+// touching status, renew or the report.
 package kubectlclearance
 
 import (

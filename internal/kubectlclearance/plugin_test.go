@@ -46,7 +46,7 @@ func signedToken(t *testing.T) string {
 	return tok
 }
 
-func credential(ns, name string, mutate ...func(*clearancev1alpha1.ClearanceCredential)) *clearancev1alpha1.ClearanceCredential {
+func newCredential(ns, name string, mutate ...func(*clearancev1alpha1.ClearanceCredential)) *clearancev1alpha1.ClearanceCredential {
 	c := &clearancev1alpha1.ClearanceCredential{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + ns + "-" + name)},
 		Spec: clearancev1alpha1.ClearanceCredentialSpec{
@@ -122,7 +122,7 @@ func (h *harness) credential(ns, name string) *clearancev1alpha1.ClearanceCreden
 func TestStatusShowsEverythingButTheToken(t *testing.T) {
 	g := NewWithT(t)
 	token := signedToken(t)
-	cred := credential("apps", "app")
+	cred := newCredential("apps", "app")
 	events := []client.Object{
 		&corev1.Event{
 			ObjectMeta:     metav1.ObjectMeta{Namespace: "apps", Name: "e1"},
@@ -167,7 +167,7 @@ func TestStatusShowsEverythingButTheToken(t *testing.T) {
 
 func TestStatusShowsTheFailureAndNextAttempt(t *testing.T) {
 	g := NewWithT(t)
-	cred := credential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
+	cred := newCredential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
 		c.Status.RenewalTime = nil
 		c.Status.FailedAttempts = 3
 		c.Status.LastFailureTime = at(-2 * time.Minute)
@@ -195,7 +195,7 @@ func TestStatusShowsTheFailureAndNextAttempt(t *testing.T) {
 func TestStatusStructuredOutput(t *testing.T) {
 	g := NewWithT(t)
 	token := signedToken(t)
-	h := newHarness(t, credential("apps", "app"), targetSecret("apps", "app-token", token))
+	h := newHarness(t, newCredential("apps", "app"), targetSecret("apps", "app-token", token))
 
 	code, out, errOut := h.run("status", "app", "-n", "apps", "-o", "json")
 	g.Expect(code).To(Equal(0), errOut)
@@ -226,9 +226,9 @@ func TestStatusStructuredOutput(t *testing.T) {
 func TestStatusTable(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t,
-		credential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) { c.Labels = map[string]string{"team": "video"} }),
-		credential("apps", "other"),
-		credential("infra", "broken", func(c *clearancev1alpha1.ClearanceCredential) {
+		newCredential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) { c.Labels = map[string]string{"team": "video"} }),
+		newCredential("apps", "other"),
+		newCredential("infra", "broken", func(c *clearancev1alpha1.ClearanceCredential) {
 			c.Labels = map[string]string{"team": "video"}
 			c.Status = clearancev1alpha1.ClearanceCredentialStatus{Conditions: []metav1.Condition{{
 				Type: clearancev1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: clearancev1alpha1.ReasonConnectionInvalid,
@@ -269,9 +269,9 @@ func TestStatusTable(t *testing.T) {
 func TestRenewSetsTheRefreshAnnotation(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t,
-		credential("apps", "a", func(c *clearancev1alpha1.ClearanceCredential) { c.Labels = map[string]string{"team": "video"} }),
-		credential("apps", "b"),
-		credential("infra", "c", func(c *clearancev1alpha1.ClearanceCredential) { c.Spec.Suspend = true }),
+		newCredential("apps", "a", func(c *clearancev1alpha1.ClearanceCredential) { c.Labels = map[string]string{"team": "video"} }),
+		newCredential("apps", "b"),
+		newCredential("infra", "c", func(c *clearancev1alpha1.ClearanceCredential) { c.Spec.Suspend = true }),
 	)
 	want := now.Format(time.RFC3339Nano)
 	annotation := func(ns, name string) string {
@@ -312,7 +312,7 @@ func TestRenewSetsTheRefreshAnnotation(t *testing.T) {
 func TestRenewWaitsForTheNewToken(t *testing.T) {
 	g := NewWithT(t)
 	token := signedToken(t)
-	h := newHarness(t, credential("apps", "app"), targetSecret("apps", "app-token", "old-token"))
+	h := newHarness(t, newCredential("apps", "app"), targetSecret("apps", "app-token", "old-token"))
 
 	// The operator's part: once the annotation appears, write a token that
 	// answers it (after a few polls, so the wait really waits).
@@ -353,7 +353,7 @@ func TestRenewWaitsForTheNewToken(t *testing.T) {
 
 func TestRenewWaitTimesOutWithTheReason(t *testing.T) {
 	g := NewWithT(t)
-	h := newHarness(t, credential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
+	h := newHarness(t, newCredential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
 		c.Status.Conditions = append(c.Status.Conditions, metav1.Condition{
 			Type: clearancev1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: clearancev1alpha1.ReasonCredentialRejected,
 			Message: "invalid_client",
@@ -388,7 +388,7 @@ func (f *failingReads) Get(ctx context.Context, key client.ObjectKey, obj client
 
 func TestRenewWaitKeepsTheLastReasonThroughFailedReads(t *testing.T) {
 	g := NewWithT(t)
-	h := newHarness(t, credential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
+	h := newHarness(t, newCredential("apps", "app", func(c *clearancev1alpha1.ClearanceCredential) {
 		c.Status.Conditions = []metav1.Condition{{
 			Type: clearancev1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: clearancev1alpha1.ReasonSTSUnavailable,
 			Message: "connection refused",

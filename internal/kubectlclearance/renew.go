@@ -70,7 +70,7 @@ func (r *renewOptions) run(ctx context.Context, names []string) error {
 		return err
 	}
 
-	var creds []clearancev1alpha1.ClearanceCredential
+	var creds []credential
 	if bySelection {
 		if r.allNamespaces {
 			ns = ""
@@ -83,8 +83,8 @@ func (r *renewOptions) run(ctx context.Context, names []string) error {
 		}
 	} else {
 		for _, name := range names {
-			cred := clearancev1alpha1.ClearanceCredential{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cred); err != nil {
+			cred, err := getCredential(ctx, c, ns, name)
+			if err != nil {
 				return err
 			}
 			creds = append(creds, cred)
@@ -100,18 +100,17 @@ func (r *renewOptions) run(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
-	var waiting []types.NamespacedName
-	for i := range creds {
-		cred := &creds[i]
-		if err := c.Patch(ctx, cred, client.RawPatch(types.MergePatchType, patch)); err != nil {
-			return fmt.Errorf("requesting the renewal of %s/%s: %w", cred.Namespace, cred.Name, err)
+	var waiting []credential
+	for _, cred := range creds {
+		if err := c.Patch(ctx, cred.Object, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			return fmt.Errorf("requesting the renewal of %s: %w", cred.ref(), err)
 		}
-		if cred.Spec.Suspend {
-			_, _ = fmt.Fprintf(r.Streams.Out, "clearancecredential %s/%s: renewal requested, but it is suspended: no token is minted until spec.suspend is false\n", cred.Namespace, cred.Name)
+		if cred.Suspend {
+			_, _ = fmt.Fprintf(r.Streams.Out, "%s: renewal requested, but it is suspended: no token is minted until spec.suspend is false\n", cred.ref())
 			continue
 		}
-		_, _ = fmt.Fprintf(r.Streams.Out, "clearancecredential %s/%s: renewal requested\n", cred.Namespace, cred.Name)
-		waiting = append(waiting, client.ObjectKeyFromObject(cred))
+		_, _ = fmt.Fprintf(r.Streams.Out, "%s: renewal requested\n", cred.ref())
+		waiting = append(waiting, cred)
 	}
 	if !r.wait {
 		return nil
@@ -121,14 +120,18 @@ func (r *renewOptions) run(ctx context.Context, names []string) error {
 
 // waitForTokens waits until each credential's target Secret records that it
 // answers the refresh request, which the operator writes with the new token.
-func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, keys []types.NamespacedName, requested string) error {
+func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, creds []credential, requested string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	tick := time.NewTicker(r.PollInterval)
 	defer tick.Stop()
 	pending := map[types.NamespacedName]string{} // key -> why it is not done yet
-	for _, k := range keys {
-		pending[k] = waitingForOperator
+	refs := map[types.NamespacedName]string{}
+	keys := make([]types.NamespacedName, 0, len(creds))
+	for _, cred := range creds {
+		k := client.ObjectKeyFromObject(cred.Object)
+		keys = append(keys, k)
+		pending[k], refs[k] = waitingForOperator, cred.ref()
 	}
 	for len(pending) > 0 {
 		for _, k := range keys {
@@ -146,7 +149,7 @@ func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, keys 
 				}
 			case done != "":
 				delete(pending, k)
-				_, _ = fmt.Fprintf(r.Streams.Out, "clearancecredential %s/%s: new token written, %s\n", k.Namespace, k.Name, done)
+				_, _ = fmt.Fprintf(r.Streams.Out, "%s: new token written, %s\n", refs[k], done)
 			default:
 				pending[k] = why
 			}
@@ -158,7 +161,7 @@ func (r *renewOptions) waitForTokens(ctx context.Context, c client.Client, keys 
 		case <-ctx.Done():
 			for _, k := range keys {
 				if why, ok := pending[k]; ok {
-					_, _ = fmt.Fprintf(r.Streams.ErrOut, "clearancecredential %s/%s: no new token after %s: %s\n", k.Namespace, k.Name, r.timeout, why)
+					_, _ = fmt.Fprintf(r.Streams.ErrOut, "%s: no new token after %s: %s\n", refs[k], r.timeout, why)
 				}
 			}
 			return fmt.Errorf("timed out waiting for %d of %d renewals (kubectl clearance status NAME shows why)", len(pending), len(keys))
@@ -175,8 +178,8 @@ const waitingForOperator = "waiting for the operator"
 // renewed reports what the new token is ("expires at ..."), or why the
 // credential is not done yet, or the error of a failed read.
 func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.NamespacedName, requested string) (done, why string, err error) {
-	cred := &clearancev1alpha1.ClearanceCredential{}
-	if err := c.Get(ctx, k, cred); err != nil {
+	cred, err := getCredential(ctx, c, k.Namespace, k.Name)
+	if err != nil {
 		return "", "", err
 	}
 	why = waitingForOperator
@@ -188,7 +191,7 @@ func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.Nam
 		}
 	}
 	secret := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: k.Namespace, Name: cred.Spec.SecretName}, secret); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: cred.TargetNamespace, Name: cred.SecretName}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", why, nil // no token yet
 		}

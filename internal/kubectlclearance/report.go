@@ -103,11 +103,11 @@ func instant(t *metav1.Time, now time.Time) *Instant {
 
 // credentialReport summarises the credential's own object: the status
 // fields, without the reads of the Secret and the events.
-func credentialReport(cred *clearancev1alpha1.ClearanceCredential, now time.Time) *Report {
+func credentialReport(cred credential, now time.Time) *Report {
 	st := cred.Status
 	r := &Report{
-		Kind: "ClearanceCredential", Namespace: cred.Namespace, Name: cred.Name,
-		SecretName: cred.Spec.SecretName, Suspended: cred.Spec.Suspend,
+		Kind: cred.Kind, Namespace: cred.Object.GetNamespace(), Name: cred.Object.GetName(),
+		SecretName: cred.SecretName, Suspended: cred.Suspend,
 		Conditions:    st.Conditions,
 		ExpiresAt:     instant(st.ExpiresAt, now),
 		RenewalTime:   instant(st.RenewalTime, now),
@@ -129,8 +129,8 @@ func credentialReport(cred *clearancev1alpha1.ClearanceCredential, now time.Time
 
 // describe reads the credential's target Secret and events into r. A read
 // that fails is reported in r, not as an error: the status is still useful.
-func describe(ctx context.Context, c client.Client, cred *clearancev1alpha1.ClearanceCredential, r *Report, now time.Time) {
-	r.Target = targetReport(ctx, c, cred.Namespace, cred.Spec.SecretName)
+func describe(ctx context.Context, c client.Client, cred credential, r *Report, now time.Time) {
+	r.Target = targetReport(ctx, c, cred.TargetNamespace, cred.SecretName)
 	r.Events = credentialEvents(ctx, c, cred, now)
 }
 
@@ -172,16 +172,18 @@ func secretReport(secret *corev1.Secret) *TargetReport {
 // describe selects the same way).
 const eventUIDField = "involvedObject.uid"
 
-func credentialEvents(ctx context.Context, c client.Client, cred *clearancev1alpha1.ClearanceCredential, now time.Time) []EventSummary {
+// A cluster-scoped object's events are in any namespace ("" lists them all).
+func credentialEvents(ctx context.Context, c client.Client, cred credential, now time.Time) []EventSummary {
+	uid := cred.Object.GetUID()
 	list := &corev1.EventList{}
-	if err := c.List(ctx, list, client.InNamespace(cred.Namespace),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector(eventUIDField, string(cred.UID))}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(cred.Object.GetNamespace()),
+		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector(eventUIDField, string(uid))}); err != nil {
 		return []EventSummary{{Type: "Unknown", Reason: "EventsUnavailable", Time: now, Message: err.Error()}}
 	}
 	out := make([]EventSummary, 0, len(list.Items))
 	for i := range list.Items {
 		e := &list.Items[i]
-		if e.InvolvedObject.UID != cred.UID {
+		if e.InvolvedObject.UID != uid {
 			continue
 		}
 		t := eventTime(e)

@@ -10,10 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
@@ -68,8 +66,8 @@ func (s *statusOptions) run(ctx context.Context, args []string) error {
 	}
 	now := s.Now()
 	if len(args) == 1 {
-		cred := &clearancev1alpha1.ClearanceCredential{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: args[0]}, cred); err != nil {
+		cred, err := getCredential(ctx, c, ns, args[0])
+		if err != nil {
 			return err
 		}
 		r := credentialReport(cred, now)
@@ -90,7 +88,7 @@ func (s *statusOptions) run(ctx context.Context, args []string) error {
 	}
 	reports := make([]*Report, 0, len(creds))
 	for i := range creds {
-		reports = append(reports, credentialReport(&creds[i], now))
+		reports = append(reports, credentialReport(creds[i], now))
 	}
 	if s.output != "" {
 		return s.encode(map[string]any{"items": reports})
@@ -105,23 +103,6 @@ func (s *statusOptions) run(ctx context.Context, args []string) error {
 	}
 	printTable(s.Streams.Out, reports, s.allNamespaces)
 	return nil
-}
-
-// listCredentials lists the credentials of ns ("" for all) matching selector.
-func listCredentials(ctx context.Context, c client.Client, ns, selector string) ([]clearancev1alpha1.ClearanceCredential, error) {
-	opts := []client.ListOption{client.InNamespace(ns)}
-	if selector != "" {
-		sel, err := labels.Parse(selector)
-		if err != nil {
-			return nil, fmt.Errorf("invalid selector %q: %w", selector, err)
-		}
-		opts = append(opts, client.MatchingLabelsSelector{Selector: sel})
-	}
-	list := &clearancev1alpha1.ClearanceCredentialList{}
-	if err := c.List(ctx, list, opts...); err != nil {
-		return nil, err
-	}
-	return list.Items, nil
 }
 
 func (s *statusOptions) encode(v any) error {
