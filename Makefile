@@ -144,7 +144,7 @@ $(HELM): hack/tools/helm/go.mod
 promtool: $(PROMTOOL) ## Build the pinned promtool into bin/.
 
 # Without service discovery: promtool's rule tests need none of it, and it
-# would triple the build.
+# is most of the build.
 $(PROMTOOL): hack/tools/prometheus/go.mod
 	cd hack/tools/prometheus && go build -tags remove_all_sd -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 

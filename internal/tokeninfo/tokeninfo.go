@@ -94,9 +94,9 @@ func Join(claims []Claim, sep, between string) string {
 	return strings.Join(parts, between)
 }
 
-// Fingerprint is a short hash of a token (the first 12 hex digits of its
-// SHA-256): enough to tell two tokens apart, or to match a token a pod holds
-// against the Secret, and useless for recovering the token.
+// Fingerprint is a short hash of a token (a hex prefix of its SHA-256):
+// enough to tell two tokens apart, or to match a token a pod holds against
+// the Secret, and useless for recovering the token.
 func Fingerprint(token []byte) string {
 	sum := sha256.Sum256(token)
 	return hex.EncodeToString(sum[:6])

@@ -4,7 +4,7 @@
 // file parser and the PromQL parser) and run promtool's rule unit tests.
 //
 // It is a module of its own because github.com/prometheus/prometheus brings
-// some two hundred modules (cloud service discovery among them) that the
-// operator's go.mod has no use for; one module keeps the promtool binary and
-// the parser packages the tests use at one version.
+// in many modules (cloud service discovery among them) that the operator's
+// go.mod has no use for; one module keeps the promtool binary and the parser
+// packages the tests use at one version.
 package prometheus
