@@ -90,6 +90,7 @@ func pluginSpecs() {
 			out, stderr, err := plugin("status", "plug", "-n", ns)
 			Expect(err).NotTo(HaveOccurred())
 			GinkgoWriter.Printf("kubectl clearance status:\n%s", out)
+			writeArtifact("kubectl-clearance-status.txt", out)
 			for _, want := range []string{
 				"Name:          plug\n",
 				"Target Secret: plug-token\n",
@@ -110,6 +111,7 @@ func pluginSpecs() {
 
 			out, _, err = plugin("status", "-A")
 			Expect(err).NotTo(HaveOccurred())
+			writeArtifact("kubectl-clearance-status-A.txt", out)
 			Expect(out).To(MatchRegexp(`(?m)^e2e-plugin\s+plug\s+True\s+TokenValid\s+plug-token\s+in 59m\s+in \d+m\s+0$`))
 			Expect(out).To(MatchRegexp(`(?m)^e2e-plugin\s+orphan\s+False\s+ConnectionSecretNotFound\s+orphan-token\s+<none>\s+<none>\s+0$`))
 
