@@ -10,6 +10,7 @@ LOCALBIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen
 GOLANGCI_LINT := $(LOCALBIN)/golangci-lint
 HELM := $(LOCALBIN)/helm
+PROMTOOL := $(LOCALBIN)/promtool
 FUZZTIME ?= 10s
 GO_TEST_FLAGS ?=
 
@@ -54,9 +55,14 @@ envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k
 	@hack/build-envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets $(HELM) ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
+test: manifests generate fmt vet envtest-assets $(HELM) $(PROMTOOL) ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
 	go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory test-monitoring
 	hack/fuzz.sh $(FUZZTIME)
+
+.PHONY: test-monitoring
+test-monitoring: $(HELM) $(PROMTOOL) ## Test the chart's alert rules and dashboard with Prometheus' packages and promtool.
+	cd hack/tools/prometheus && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
 test-faults: envtest-assets ## Run the slow fault-injection suite (minutes; manager and apiserver restarts).
@@ -81,6 +87,7 @@ fuzz: ## Run every Go fuzz target for FUZZTIME each.
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
+	cd hack/tools/prometheus && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
 verify: ## Regenerate code and manifests, tidy modules, and fail on any difference.
@@ -91,6 +98,10 @@ verify: ## Regenerate code and manifests, tidy modules, and fail on any differen
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager binary into bin/manager.
 	go build -o $(LOCALBIN)/manager .
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-clearance (put bin/ on PATH for `kubectl clearance`).
+	go build -o $(LOCALBIN)/kubectl-clearance ./cmd/kubectl-clearance
 
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
@@ -128,6 +139,14 @@ helm: $(HELM) ## Build the pinned Helm into bin/.
 
 $(HELM): hack/tools/helm/go.mod
 	cd hack/tools/helm && go build -o $(HELM) helm.sh/helm/v3/cmd/helm
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build the pinned promtool into bin/.
+
+# Without service discovery: promtool's rule tests need none of it, and it
+# is most of the build.
+$(PROMTOOL): hack/tools/prometheus/go.mod
+	cd hack/tools/prometheus && go build -tags remove_all_sd -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod
 	cd hack/tools/lint && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

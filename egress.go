@@ -1,13 +1,10 @@
 package main
 
 import (
-	"crypto/x509"
-	"errors"
 	"flag"
-	"fmt"
-	"os"
 
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
+	"github.com/clearance-operator/clearance-operator/internal/conncheck"
 )
 
 // egressFlags are the flags that widen the STS destination policy, shared
@@ -29,20 +26,5 @@ func (e *egressFlags) bind(fs *flag.FlagSet) {
 
 // options turns the flags into the client's egress options.
 func (e *egressFlags) options() (clearance.EgressOptions, error) {
-	prefixes, err := clearance.ParseCIDRs(e.allowCIDRs)
-	if err != nil {
-		return clearance.EgressOptions{}, fmt.Errorf("--sts-allow-cidrs: %w", err)
-	}
-	opts := clearance.EgressOptions{Policy: clearance.DestinationPolicy{AllowHTTP: e.allowHTTP, AllowedPrefixes: prefixes}}
-	if e.caBundle != "" {
-		pem, err := os.ReadFile(e.caBundle)
-		if err != nil {
-			return clearance.EgressOptions{}, fmt.Errorf("--sts-ca-bundle: %w", err)
-		}
-		opts.RootCAs = x509.NewCertPool()
-		if !opts.RootCAs.AppendCertsFromPEM(pem) {
-			return clearance.EgressOptions{}, errors.New("--sts-ca-bundle: no PEM certificate found")
-		}
-	}
-	return opts, nil
+	return conncheck.EgressOptions(e.allowCIDRs, e.allowHTTP, e.caBundle)
 }

@@ -25,11 +25,11 @@ import (
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/clearance/clearancetest"
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
+	"github.com/clearance-operator/clearance-operator/internal/tokeninfo"
 )
 
 // jwtPattern matches a compact JWS (an access token) anywhere in the output.
 var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`)
-
 
 // emulatorManagerArgs lets the manager reach the test's emulator, which
 // stands in for the real STS a CONNECTION_FILE names.
@@ -68,11 +68,11 @@ func TestTokenClaims(t *testing.T) {
 	}).SignedString([]byte("test key"))
 	g.Expect(err).NotTo(HaveOccurred())
 
-	g.Expect(tokenClaims(tok)).To(Equal([]string{
+	g.Expect(strings.Fields(tokeninfo.Join(tokeninfo.Claims(tok), "=", " "))).To(Equal([]string{
 		"iss=http://127.0.0.1:1/connect", "sub=151@tenant123", "aud=client,other",
 		"iat=2030-01-02T03:04:05Z", "exp=2030-01-02T04:04:05Z",
 	}))
-	g.Expect(tokenClaims("opaque-token")).To(BeEmpty())
+	g.Expect(tokeninfo.Claims("opaque-token")).To(BeEmpty())
 	// The guard the subprocess tests use recognises a token, in a line too.
 	g.Expect(jwtPattern.FindString("token: " + tok + " end")).To(Equal(tok))
 }
@@ -227,6 +227,7 @@ func TestOnceWithEmulator(t *testing.T) {
 		"(the token itself is not printed)",
 		"kubectl get ccred -A",
 		"kubectl describe ccred -n clearance-demo clearance",
+		"bin/kubectl-clearance status -n clearance-demo clearance",
 		"RUN_LOCAL_ONCE is set",
 	} {
 		g.Expect(out).To(ContainSubstring(want))

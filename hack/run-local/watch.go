@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -23,6 +19,7 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
+	"github.com/clearance-operator/clearance-operator/internal/tokeninfo"
 )
 
 // renewalTimeAnnotation is where the controller records, on the token Secret
@@ -30,10 +27,6 @@ import (
 // (rather than status.renewalTime, patched a moment later) keeps the printed
 // schedule consistent with the printed token.
 const renewalTimeAnnotation = "clearance.dev/renewal-time"
-
-// printableClaims are the access token claims shown, in this order: identity
-// and timing only. The token and its signature are never shown.
-var printableClaims = []string{"iss", "sub", "aud", "client_id", "tenant_id", "scope", "iat", "nbf", "exp", "jti"}
 
 // printer writes the plain, timestamped lines a person reads.
 type printer struct {
@@ -149,8 +142,7 @@ func (w *watcher) observe(ctx context.Context, s *session) {
 	if !w.hasToken {
 		return
 	}
-	sum := sha256.Sum256(token)
-	hash := hex.EncodeToString(sum[:6])
+	hash := tokeninfo.Fingerprint(token)
 	if hash == w.tokenHash {
 		return
 	}
@@ -233,8 +225,8 @@ func describeTokenSecret(secret *corev1.Secret, hash string, now time.Time) []st
 		lines = append(lines, fmt.Sprintf("next renewal at %s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Second)))
 	}
 	token := secret.Data[clearancev1alpha1.SecretKeyToken]
-	if claims := tokenClaims(string(token)); len(claims) > 0 {
-		lines = append(lines, "claims (decoded, not verified): "+strings.Join(claims, " "))
+	if claims := tokeninfo.Claims(string(token)); len(claims) > 0 {
+		lines = append(lines, "claims (decoded, not verified): "+tokeninfo.Join(claims, "=", " "))
 	}
 	lines = append(lines, fmt.Sprintf("token: %d bytes, sha256 %s... (the token itself is not printed)", len(token), hash))
 
@@ -273,54 +265,6 @@ func describeExtras(secret *corev1.Secret) []string {
 	return lines
 }
 
-// tokenClaims returns "name=value" for the printable claims of a JWT,
-// decoded without verification (a display, not a trust decision); nothing
-// for an opaque token.
-func tokenClaims(token string) []string {
-	claims := jwt.MapClaims{}
-	if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
-		return nil
-	}
-	var out []string
-	for _, name := range printableClaims {
-		v, ok := claims[name]
-		if !ok {
-			continue
-		}
-		if f, isNum := v.(float64); isNum && (name == "iat" || name == "nbf" || name == "exp") {
-			out = append(out, name+"="+time.Unix(int64(f), 0).UTC().Format(time.RFC3339))
-			continue
-		}
-		switch val := v.(type) {
-		case string:
-			out = append(out, name+"="+val)
-			continue
-		case []any:
-			// A list of strings (aud may be one) reads better without JSON syntax.
-			if strs, ok := stringList(val); ok {
-				out = append(out, name+"="+strings.Join(strs, ","))
-				continue
-			}
-		}
-		if b, err := json.Marshal(v); err == nil {
-			out = append(out, name+"="+string(b))
-		}
-	}
-	return out
-}
-
-func stringList(v []any) ([]string, bool) {
-	out := make([]string, 0, len(v))
-	for _, e := range v {
-		str, ok := e.(string)
-		if !ok {
-			return nil, false
-		}
-		out = append(out, str)
-	}
-	return out, true
-}
-
 // printCommands prints what to try while the session runs.
 func (s *session) printCommands() {
 	kubectl := "kubectl"
@@ -332,6 +276,9 @@ func (s *session) printCommands() {
 	s.out.say("try, in another terminal:")
 	s.out.detail("KUBECONFIG=%s %s get ccred -A", s.kubeconfig, kubectl)
 	s.out.detail("KUBECONFIG=%s %s describe ccred -n %s %s", s.kubeconfig, kubectl, sampleNamespace, sampleCredential)
+	// The kubectl plugin, built by `make plugin`; bin/ is where it lands.
+	s.out.detail("make plugin && KUBECONFIG=%s %s status -n %s %s", s.kubeconfig,
+		filepath.Join(testutil.RepoRoot(), "bin", "kubectl-clearance"), sampleNamespace, sampleCredential)
 	if s.connFile != "" {
 		s.out.detail("go -C %s run . mint --connection-file %s", testutil.RepoRoot(), s.connFile)
 	}

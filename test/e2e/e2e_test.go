@@ -12,6 +12,7 @@ import (
 var _ = Describe("Install and operate", Ordered, ContinueOnFailure, func() {
 	installSpecs()
 	operateSpecs()
+	pluginSpecs()
 	leaderElectionSpecs()
 	namespacedSpecs()
 })

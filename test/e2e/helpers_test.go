@@ -39,7 +39,11 @@ const commandTimeout = 90 * time.Second
 
 // run runs a command with the admin kubeconfig and a private Helm home, and
 // returns its standard output and error.
-func run(bin string, args ...string) (string, string, error) {
+func run(bin string, args ...string) (string, string, error) { return runWith(nil, bin, args...) }
+
+// runWith is run with extra environment variables, which win over the
+// inherited ones.
+func runWith(env []string, bin string, args ...string) (string, string, error) {
 	ctx, cancel := withTimeout(commandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // test-controlled binaries and arguments
@@ -51,6 +55,7 @@ func run(bin string, args ...string) (string, string, error) {
 		"HELM_CONFIG_HOME="+filepath.Join(workDir, "helm", "config"),
 		"HELM_DATA_HOME="+filepath.Join(workDir, "helm", "data"),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -398,6 +403,8 @@ type credential struct {
 	namespace, name, secretName string
 	// clientID is the emulator client of the credential's connection file.
 	clientID string
+	// connFile is the path of that connection file.
+	connFile string
 }
 
 // createCredential creates a connection Secret from the next emulator
@@ -408,7 +415,7 @@ func createCredential(namespace, name string) credential {
 	Expect(err).NotTo(HaveOccurred())
 	cf, err := clearance.ParseConnectionFile(data)
 	Expect(err).NotTo(HaveOccurred())
-	c := credential{namespace: namespace, name: name, secretName: name + "-token", clientID: cf.ClientID()}
+	c := credential{namespace: namespace, name: name, secretName: name + "-token", clientID: cf.ClientID(), connFile: path}
 
 	ctx, cancel := withTimeout(10 * time.Second)
 	defer cancel()

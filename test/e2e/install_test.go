@@ -55,6 +55,7 @@ func installSpecs() {
 				"networkPolicy.enabled=true", "podDisruptionBudget.enabled=true", "crds.install=false",
 				"networkPolicy.egress.enabled=true", "sts.allowCIDRs={10.20.0.0/16}", "sts.allowHTTP=true",
 				"sts.caBundle.secretName=sts-ca", "metrics.certSecret=metrics-cert",
+				"prometheusRule.enabled=true", "grafanaDashboard.enabled=true",
 			}} {
 				args := []string{"lint", "--strict", "charts/clearance-operator"}
 				for _, s := range sets {

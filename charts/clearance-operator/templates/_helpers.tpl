@@ -65,3 +65,12 @@ the chart can never drift from what the code needs.
 {{- end }}
 {{- toYaml $role.rules }}
 {{- end }}
+
+{{/*
+The job label Prometheus gives the manager's metrics: the metrics Service's
+name when scraped through the chart's ServiceMonitor; prometheusRule.job
+overrides it for other scrape set-ups.
+*/}}
+{{- define "clearance-operator.metricsJob" -}}
+{{- default (printf "%s-metrics" (include "clearance-operator.fullname" .)) .Values.prometheusRule.job }}
+{{- end }}
