@@ -158,7 +158,7 @@ func pluginSpecs() {
 			Expect(out).To(ContainSubstring("endpoint:   " + stsBaseURL))
 			noSecrets(out + stderr)
 
-			out, stderr, err = plugin("check", "--connection-file", connFile, "--encoding", "json")
+			out, stderr, err = plugin(append([]string{"check", "--connection-file", connFile, "--encoding", "json"}, testutil.EmulatorEgressFlags...)...)
 			Expect(err).NotTo(HaveOccurred(), stderr)
 			Expect(out).To(ContainSubstring("sub: " + cred.clientID + "\n"))
 			noSecrets(out + stderr)
