@@ -88,24 +88,21 @@ W="$(mktemp -d /tmp/clearance-cluster.XXXXXX)"
 chmod 0755 "$W"
 mkdir -p "$W/logs" "$W/pki" "$W/images" "$W/cni-conf"
 log "work directory $W"
-
-# Build everything before touching the host, so a build failure leaves nothing to clean.
-KUBE_BIN="$("$ROOT/hack/build-envtest-assets.sh")"
-NODE_BIN="$("$ROOT/hack/build-cluster-assets.sh")"
-"$ROOT/hack/build-image.sh" manager "$W/images/manager.tar" >&2
-"$ROOT/hack/build-image.sh" busybox "$W/images/busybox.tar" >&2
-"$ROOT/hack/build-image.sh" pause "$W/images/pause.tar" >&2
-KUBECTL="$KUBE_BIN/kubectl"
 export KUBECONFIG="$W/admin.kubeconfig"
+KUBE_BIN="" NODE_BIN=""
 
+# What cleanup restores or removes: the host's state before this run.
 declare -A PIDS=()
-STARTED=()
 declare -A SYSCTL_BEFORE=()
 for s in "${SYSCTLS[@]}"; do
   SYSCTL_BEFORE[$s]="$(sysctl -n "$s" 2>/dev/null || true)"
 done
 NETNS_BEFORE="$(ls /run/netns 2>/dev/null || true)"
+ROOT_PROPAGATION="$(findmnt -n -o PROPAGATION /)"
+# Shared places containerd and the CNI plugins create when missing.
 CNI_CACHE_EXISTED="$([[ -e /var/lib/cni ]] && echo yes || true)"
+CONTAINERD_RUN_EXISTED="$([[ -e /run/containerd ]] && echo yes || true)"
+TOUCHED_HOST=""
 
 # start NAME CMD...: runs a component in the background, logging to logs/NAME.log.
 start() {
@@ -113,7 +110,6 @@ start() {
   shift
   "$@" >"$W/logs/$name.log" 2>&1 &
   PIDS[$name]=$!
-  STARTED+=("$name")
 }
 
 # stop NAME: SIGTERM, then SIGKILL after 20 seconds.
@@ -150,13 +146,15 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   log "cleaning up"
-  # With the kubelet still running, so it tears down netns, veths and mounts.
+  # Controllers first, so nothing recreates the pods; then the pods, with
+  # the kubelet still running so it tears down their netns, veths and mounts.
+  stop kube-controller-manager
+  stop kube-scheduler
   if [[ -n ${PIDS[kubelet]:-} && -n ${PIDS[kube-apiserver]:-} ]]; then
     timeout 90 "$KUBECTL" delete pods --all --all-namespaces --grace-period=5 --wait=true &>/dev/null
   fi
-  for name in kube-controller-manager kube-scheduler kube-proxy kubelet; do
-    stop "$name"
-  done
+  stop kube-proxy
+  stop kubelet
   if [[ -n ${PIDS[containerd]:-} ]]; then
     local ctr=(ctr -a "$W/containerd.sock" -n k8s.io)
     for c in $("${ctr[@]}" tasks ls -q 2>/dev/null); do "${ctr[@]}" tasks kill -s SIGKILL "$c" &>/dev/null; done
@@ -184,9 +182,16 @@ cleanup() {
       ip netns delete "$ns" 2>/dev/null
     fi
   done
+  if [[ -z $TOUCHED_HOST ]]; then
+    rm -rf "$W"
+    exit "$rc"
+  fi
+  [[ $ROOT_PROPAGATION == private ]] && mount --make-rprivate /
   ip link del "$BRIDGE" 2>/dev/null
   find /var/log/containers -maxdepth 1 -lname "$W/*" -delete 2>/dev/null
   [[ -z $CNI_CACHE_EXISTED ]] && rm -rf /var/lib/cni
+  # Shim sockets live under /run/containerd/s whatever the state directory.
+  [[ -z $CONTAINERD_RUN_EXISTED ]] && rm -rf /run/containerd
   [[ -x $NODE_BIN/kube-proxy ]] && "$NODE_BIN/kube-proxy" --cleanup &>"$W/logs/kube-proxy-cleanup.log"
   clean_iptables
   for s in "${SYSCTLS[@]}"; do
@@ -226,12 +231,21 @@ clean_iptables() {
   return 0
 }
 
+# Build everything before touching the host.
+KUBE_BIN="$("$ROOT/hack/build-envtest-assets.sh")"
+NODE_BIN="$("$ROOT/hack/build-cluster-assets.sh")"
+"$ROOT/hack/build-image.sh" manager "$W/images/manager.tar" >&2
+"$ROOT/hack/build-image.sh" busybox "$W/images/busybox.tar" >&2
+"$ROOT/hack/build-image.sh" pause "$W/images/pause.tar" >&2
+KUBECTL="$KUBE_BIN/kubectl"
+
 # Refuse to share iptables with another Kubernetes: cleanup would remove its chains.
 if iptables-save 2>/dev/null | grep -q '^:KUBE-'; then
   die "iptables already has KUBE-* chains; is another Kubernetes running here?"
 fi
 
 ### Network: the bridge exists before the apiserver binds to its address.
+TOUCHED_HOST=yes
 ip link add "$BRIDGE" type bridge
 ip addr add "$HOST_IP/${POD_CIDR#*/}" dev "$BRIDGE"
 ip link set "$BRIDGE" up
@@ -338,7 +352,7 @@ start kube-controller-manager "$NODE_BIN/kube-controller-manager" \
   --leader-elect=false --use-service-account-credentials=true \
   --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" \
   --cluster-signing-cert-file "$P/ca.crt" --cluster-signing-key-file "$P/ca.key" \
-  --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' --allocate-node-cidrs=false
+  --controllers '*,-nodeipam' --allocate-node-cidrs=false
 start kube-scheduler "$NODE_BIN/kube-scheduler" \
   --kubeconfig "$W/scheduler.kubeconfig" --authentication-kubeconfig "$W/scheduler.kubeconfig" \
   --authorization-kubeconfig "$W/scheduler.kubeconfig" --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false
@@ -367,6 +381,7 @@ state = "$W/containerd-state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$W/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$W/cni-conf"
@@ -413,7 +428,6 @@ authorization: {mode: AlwaysAllow}
 # Imported images cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {}
 serializeImagePulls: false
 EOF
 start kubelet "$NODE_BIN/kubelet" --config "$W/kubelet-config.yaml" --kubeconfig "$W/kubelet.kubeconfig" \
