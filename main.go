@@ -8,10 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -43,6 +46,7 @@ func main() {
 func runManager(args []string) int {
 	var (
 		metricsAddr             string
+		metricsCertDir          string
 		probeAddr               string
 		leaderElect             bool
 		leaderElectionNamespace string
@@ -55,9 +59,15 @@ func runManager(args []string) int {
 		kubeAPIBurst            int
 		gracefulShutdown        time.Duration
 		renewalSpread           float64
+		egress                  egressFlags
+		stsRequestsPerSecond    float64
+		stsRequestBurst         int
+		mintsPerNamespace       int
+		minForcedMintInterval   time.Duration
 	)
 	fs := flag.NewFlagSet("clearance-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the secure (HTTPS, authenticated and authorized) metrics endpoint; 0 disables it.")
+	fs.StringVar(&metricsCertDir, "metrics-cert-dir", "", "Directory holding tls.crt and tls.key for the metrics endpoint (a mounted kubernetes.io/tls Secret); empty serves a self-signed certificate.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probe endpoint; 0 disables it.")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, for running more than one replica.")
 	// In a cluster the Lease goes to the pod's own namespace; outside one
@@ -85,6 +95,17 @@ func runManager(args []string) int {
 	fs.Float64Var(&renewalSpread, "renewal-spread", controller.DefaultRenewalSpread,
 		"Share (0 to 1) of the time to renewal over which the first renewal after a new credential, a connection or spec change or a refresh is spread at random, so credentials minted together do not renew together ever after; 0 keeps only the 10% jitter.")
 	fs.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long to wait for in-flight work (a Secret write) on shutdown.")
+	egress.bind(fs)
+	// Every tenant's requests leave through this one process, so the STS sees
+	// them together as one client: the cap keeps a storm (a mass creation, a
+	// tenant forcing mints) below what it would throttle for everybody, while
+	// staying far above what renewals need (a renewal per token lifetime).
+	fs.Float64Var(&stsRequestsPerSecond, "sts-requests-per-second", 50, "Token requests per second to the STS, all credentials together; 0 removes the limit.")
+	fs.IntVar(&stsRequestBurst, "sts-request-burst", 100, "Token requests allowed at once above --sts-requests-per-second.")
+	fs.IntVar(&mintsPerNamespace, "max-concurrent-mints-per-namespace", 0,
+		"Token requests of one namespace in flight at once, so a namespace whose STS hangs holds at most that many workers; 0 means a quarter of --max-concurrent-reconciles (at least 1).")
+	fs.DurationVar(&minForcedMintInterval, "min-forced-mint-interval", 30*time.Second,
+		"Least time between token requests of a credential for mints a user forces while its token is valid (refresh annotation, connection, spec or token edits); 0 removes the minimum.")
 	// Retried reconcile errors are expected (apiserver hiccups, missing RBAC)
 	// and already backed off; a stack trace on each would bury the message.
 	// --zap-stacktrace-level can lower this again.
@@ -97,9 +118,18 @@ func runManager(args []string) int {
 		fmt.Fprintf(os.Stderr, "--renewal-spread must be in [0, 1), got %v\n", renewalSpread)
 		return 2
 	}
+	egressOpts, err := egress.options()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if mintsPerNamespace <= 0 {
+		mintsPerNamespace = controller.DefaultMintsPerNamespace(maxConcurrentReconciles)
+	}
 	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
 	setupLog := ctrl.Log.WithName("setup")
 	gogc, _ := tuneGC() // tunes until the process exits
+	memLimit := setMemoryLimit()
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -136,6 +166,7 @@ func runManager(args []string) int {
 			SecureServing:  true,
 			FilterProvider: filters.WithAuthenticationAndAuthorization,
 			TLSOpts:        []func(*tls.Config){disableHTTP2},
+			CertDir:        metricsCertDir,
 		},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
@@ -171,14 +202,19 @@ func runManager(args []string) int {
 		return 1
 	}
 
-	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
+	stsOpts := []clearance.Option{clearance.WithEgress(egressOpts), clearance.WithClock(clock.RealClock{})}
+	if stsRequestsPerSecond > 0 {
+		stsOpts = append(stsOpts, clearance.WithRequestLimiter(rate.NewLimiter(rate.Limit(stsRequestsPerSecond), max(1, stsRequestBurst))))
+	}
 	r := &controller.ClearanceCredentialReconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Minter:        sts,
-		Recorder:      recorder,
-		Clock:         clock.RealClock{},
-		RenewalSpread: renewalSpread,
+		Client:                         mgr.GetClient(),
+		APIReader:                      mgr.GetAPIReader(),
+		Minter:                         clearance.NewClient(stsOpts...),
+		Recorder:                       recorder,
+		Clock:                          clock.RealClock{},
+		RenewalSpread:                  renewalSpread,
+		MinForcedMintInterval:          minForcedMintInterval,
+		MaxConcurrentMintsPerNamespace: mintsPerNamespace,
 	}
 	if err := r.SetupWithManager(mgr, secretMetadata, maxConcurrentReconciles); err != nil {
 		setupLog.Error(err, "unable to set up the controller")
@@ -193,7 +229,8 @@ func runManager(args []string) int {
 		return 1
 	}
 
-	setupLog.Info("starting manager", "gogc", gogc, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles)
+	setupLog.Info("starting manager", "gogc", gogc, "memoryLimit", memLimit, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles,
+		"maxConcurrentMintsPerNamespace", mintsPerNamespace, "stsAllowHTTP", egress.allowHTTP, "stsAllowCIDRs", egress.allowCIDRs)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "manager stopped with an error")
 		return 1
@@ -209,6 +246,24 @@ func splitNamespaces(v string) []string {
 		}
 	}
 	return out
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90% of
+// MEMORY_LIMIT_BYTES (the chart and the kustomize Deployment pass the
+// container's memory limit there), so the heap is collected harder before
+// the kernel would kill the process; the rest leaves room for memory the Go
+// runtime does not count. GOMEMLIMIT, when set, wins. It returns the limit
+// in force, for the log.
+func setMemoryLimit() string {
+	if v, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		return v
+	}
+	limit, err := strconv.ParseInt(os.Getenv("MEMORY_LIMIT_BYTES"), 10, 64)
+	if err != nil || limit <= 0 {
+		return "none"
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+	return strconv.FormatInt(limit/10*9, 10)
 }
 
 // defaultGCPercent is the manager's GOGC for a large heap, unless the

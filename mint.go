@@ -31,7 +31,7 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("clearance-operator mint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		_, _ = fmt.Fprintln(stderr, "usage: clearance-operator mint --connection-file FILE [--audience AUD] [--encoding form|json] [--timeout 30s] [--print-token]")
+		_, _ = fmt.Fprintln(stderr, "usage: clearance-operator mint --connection-file FILE [--audience AUD] [--encoding form|json] [--timeout 30s] [--sts-allow-http] [--sts-allow-cidrs CIDRS] [--sts-ca-bundle FILE] [--print-token]")
 		_, _ = fmt.Fprintln(stderr, "Requests one token with the operator's own code path and prints its endpoint, expiry and claims (not the token).")
 		fs.PrintDefaults()
 	}
@@ -40,6 +40,8 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 	encoding := fs.String("encoding", "form", "Token request body encoding: form or json.")
 	timeout := fs.Duration("timeout", 30*time.Second, "Overall timeout.")
 	printToken := fs.Bool("print-token", false, "Also print the access token itself (it is a credential: keep it out of logs).")
+	var egress egressFlags
+	egress.bind(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,7 +75,12 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "error: cannot read the connection file: %v\n", err)
 		return 1
 	}
-	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
+	egressOpts, err := egress.options()
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "error: %v\n", err)
+		return 2
+	}
+	sts := clearance.NewClient(clearance.WithEgress(egressOpts), clearance.WithClock(clock.RealClock{}), clearance.WithMintTimeout(*timeout))
 	conn, err := sts.LoadConnectionFile(data)
 	if err != nil {
 		// The parser's errors name the field and the problem, never the content
@@ -93,6 +100,11 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		// The client's errors carry no token, assertion or key material.
 		_, _ = fmt.Fprintf(stderr, "error: token request failed: %v\n", err)
+		// This is the file owner's own terminal: the detail a tenant's
+		// status never shows helps here.
+		if detail := clearance.Detail(err); detail != "" {
+			_, _ = fmt.Fprintf(stderr, "detail: %s\n", detail)
+		}
 		if hint := clearance.Hint(err); hint != "" {
 			_, _ = fmt.Fprintf(stderr, "hint: %s\n", hint)
 		}

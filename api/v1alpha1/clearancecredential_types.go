@@ -146,6 +146,11 @@ type ClearanceCredentialStatus struct {
 	// +optional
 	KeyID string `json:"keyID,omitempty"`
 
+	// lastRequestTime is when the operator last requested a token for this credential,
+	// successfully or not; mints asked for by a user wait for a minimum interval after it.
+	// +optional
+	LastRequestTime *metav1.Time `json:"lastRequestTime,omitempty"`
+
 	// lastFailureTime is the time of the latest failed mint in the current failure streak.
 	// +optional
 	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`

@@ -40,4 +40,10 @@ const (
 	ReasonSuspended = "Suspended"
 	// ReasonRenewBeforeTooLong: spec.renewBefore is not shorter than the token lifetime; renewing at half the lifetime instead.
 	ReasonRenewBeforeTooLong = "RenewBeforeTooLong"
+	// ReasonDestinationNotAllowed: an STS address is not allowed by the operator's egress policy
+	// (plain http, or a loopback, link-local or private destination); nothing was sent to it.
+	ReasonDestinationNotAllowed = "DestinationNotAllowed"
+	// ReasonMintDeferred: a new token was asked for (refresh annotation, connection or spec change, edited token)
+	// within the minimum interval between such mints; the valid stored token stays until the interval has passed.
+	ReasonMintDeferred = "MintDeferred"
 )

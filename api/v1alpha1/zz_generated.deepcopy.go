@@ -128,6 +128,10 @@ func (in *ClearanceCredentialStatus) DeepCopyInto(out *ClearanceCredentialStatus
 		in, out := &in.RenewalTime, &out.RenewalTime
 		*out = (*in).DeepCopy()
 	}
+	if in.LastRequestTime != nil {
+		in, out := &in.LastRequestTime, &out.LastRequestTime
+		*out = (*in).DeepCopy()
+	}
 	if in.LastFailureTime != nil {
 		in, out := &in.LastFailureTime, &out.LastFailureTime
 		*out = (*in).DeepCopy()

@@ -246,7 +246,7 @@ func (e *env) runFloor(ctx context.Context, ns string, n int, files [][]byte, ex
 	if err != nil {
 		return nil, err
 	}
-	sts := clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}))
+	sts := clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress), clearance.WithClock(clock.RealClock{}))
 	before, err := e.snapshot(ctx)
 	if err != nil {
 		return nil, err

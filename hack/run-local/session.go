@@ -282,6 +282,11 @@ func (s *session) startManager(bin string) error {
 		"--zap-encoder=console",
 		"--graceful-shutdown-timeout=" + managerShutdownGrace.String(),
 	}
+	if s.sts != nil {
+		// The emulator is plain http on loopback, which the operator refuses
+		// by default; a CONNECTION_FILE's real STS gets the shipped policy.
+		args = append(args, testutil.EmulatorEgressFlags...)
+	}
 	// KUBECONFIG overrides whatever the user has set: never a real cluster.
 	p, err := testutil.StartProcess(bin, args, []string{"KUBECONFIG=" + s.kubeconfig}, filepath.Join(s.tmp, "manager.log"))
 	if err != nil {

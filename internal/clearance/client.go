@@ -13,10 +13,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
 )
 
@@ -38,6 +38,10 @@ const (
 	// failover gets a chance.
 	DefaultAttemptTimeout = 10 * time.Second
 
+	// DefaultMintTimeout bounds a whole mint, every attempt and failover
+	// included: at most MaxSTSAddresses attempts fit, the last one shortened.
+	DefaultMintTimeout = 30 * time.Second
+
 	// maxResponseBody caps how much of a response body is read: token responses
 	// are a few KiB and anything larger is not a token response.
 	maxResponseBody = 1 << 20
@@ -57,13 +61,19 @@ type Client struct {
 	httpClient     *http.Client
 	clock          clock.PassiveClock
 	attemptTimeout time.Duration
-	cache          *connectionCache
+	mintTimeout    time.Duration
+	// policy is checked on every address before a request; nil checks none
+	// (the HTTP client alone decides).
+	policy  *DestinationPolicy
+	limiter *rate.Limiter
+	cache   *connectionCache
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client (default: NewHTTPClient()). The client is
+// WithHTTPClient sets the HTTP client (default: NewHTTPClient with the zero
+// EgressOptions, which dials public https addresses only). The client is
 // copied with redirects disabled: the request carries a credential and must
 // only ever reach the configured STS address; a redirect is reported as a
 // TransientError.
@@ -95,18 +105,49 @@ func WithAttemptTimeout(d time.Duration) Option {
 	}
 }
 
+// WithEgress makes the Client enforce opts.Policy: every address is checked
+// before a request (scheme, IP literals) and every connection when it is
+// dialled (what a name resolved to), through an HTTP client built from opts.
+// It replaces the HTTP client set by WithHTTPClient.
+func WithEgress(opts EgressOptions) Option {
+	return func(c *Client) {
+		c.httpClient = NewHTTPClient(opts)
+		c.policy = &opts.Policy
+	}
+}
+
+// WithMintTimeout sets the deadline of a whole mint, all attempts together
+// (default DefaultMintTimeout), so that no tenant's STS can hold a worker
+// longer. Non-positive values are ignored.
+func WithMintTimeout(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.mintTimeout = d
+		}
+	}
+}
+
+// WithRequestLimiter makes every HTTP attempt wait for a token of limiter
+// first: all tenants share one egress identity at the STS, so their requests
+// together are what the STS rate-limits. A wait that would pass the mint's
+// deadline fails the attempt.
+func WithRequestLimiter(limiter *rate.Limiter) Option {
+	return func(c *Client) { c.limiter = limiter }
+}
+
 // NewClient returns a Client configured by opts.
 func NewClient(opts ...Option) *Client {
 	c := &Client{
 		clock:          clock.RealClock{},
 		attemptTimeout: DefaultAttemptTimeout,
+		mintTimeout:    DefaultMintTimeout,
 		cache:          newConnectionCache(connectionCacheSize),
 	}
 	for _, opt := range opts {
 		opt(c)
 	}
 	if c.httpClient == nil {
-		c.httpClient = NewHTTPClient()
+		c.httpClient = NewHTTPClient(EgressOptions{})
 	}
 	hc := *c.httpClient
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -114,43 +155,14 @@ func NewClient(opts ...Option) *Client {
 	return c
 }
 
-var (
-	sharedTransportOnce sync.Once
-	sharedTransport     *http.Transport
-)
-
-// NewHTTPClient returns an HTTP client for the STS. All clients it returns share
-// one transport so that connections (and TLS sessions) to the STS are reused
-// across reconciles instead of paying a handshake per token. The transport is a
-// clone of http.DefaultTransport (proxy from environment, HTTP/2) with more idle
-// connections per host, TLS 1.2+ with certificate verification on, and bounded
-// handshake and header timeouts. Redirects are not followed.
-func NewHTTPClient() *http.Client {
-	sharedTransportOnce.Do(func() {
-		var t *http.Transport
-		if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-			t = dt.Clone()
-		} else {
-			t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
-		}
-		t.MaxIdleConns = 256
-		t.MaxIdleConnsPerHost = 64
-		t.IdleConnTimeout = 90 * time.Second
-		t.TLSHandshakeTimeout = 10 * time.Second
-		t.ResponseHeaderTimeout = 15 * time.Second
-		t.ExpectContinueTimeout = time.Second
-		t.DisableKeepAlives = false
-		if t.TLSClientConfig == nil {
-			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		} else {
-			t.TLSClientConfig.MinVersion = tls.VersionTLS12
-			t.TLSClientConfig.InsecureSkipVerify = false
-		}
-		sharedTransport = t
-	})
+// NewHTTPClient returns an HTTP client for the STS with the given egress
+// options (see newTransport). Create one per process and share it, so that
+// connections and TLS sessions are reused. Redirects are not followed.
+func NewHTTPClient(opts EgressOptions) *http.Client {
 	return &http.Client{
-		Transport: sharedTransport,
-		// A backstop only: Mint bounds each attempt with its own context timeout.
+		Transport: newTransport(opts),
+		// A backstop only: Mint bounds each attempt and the whole mint with
+		// its own context deadlines.
 		Timeout:       time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -215,13 +227,17 @@ func TokenEndpoint(base string) string {
 }
 
 // Mint performs one token request, with failover across the connection's
-// STSBaseAddresses (in file order) on transient errors, and a fresh assertion for
-// every HTTP attempt so that no jti is ever reused.
+// STSBaseAddresses (in file order; ParseConnectionFile keeps at most
+// MaxSTSAddresses) on transient errors, and a fresh assertion for every HTTP
+// attempt so that no jti is ever reused. The whole mint ends within the
+// client's mint timeout.
 //
 // It returns a *Token or one of *RejectedError, *RateLimitedError (both stop
 // immediately: other addresses front the same service and would give the same
-// answer) or *TransientError (the last one when every address failed). Invalid
-// arguments (nil Connection, unknown Encoding) are reported as plain errors.
+// answer), *DestinationError (the egress policy forbids an address; nothing
+// was sent to it) or *TransientError (the last one when every address failed).
+// Invalid arguments (nil Connection, unknown Encoding) are reported as plain
+// errors.
 func (c *Client) Mint(ctx context.Context, req MintRequest) (*Token, error) {
 	conn := req.Connection
 	if conn == nil || conn.PrivateKey == nil {
@@ -237,6 +253,15 @@ func (c *Client) Mint(ctx context.Context, req MintRequest) (*Token, error) {
 	if len(conn.STSBaseAddresses) == 0 {
 		return nil, &ConnectionFileError{Field: memberSTSAddresses, Problem: "must contain at least one absolute http(s) URL"}
 	}
+	if c.policy != nil {
+		for _, base := range conn.STSBaseAddresses {
+			if err := c.policy.CheckEndpoint(TokenEndpoint(base)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.mintTimeout)
+	defer cancel()
 
 	var (
 		last     *TransientError
@@ -245,8 +270,8 @@ func (c *Client) Mint(ctx context.Context, req MintRequest) (*Token, error) {
 	for _, base := range conn.STSBaseAddresses {
 		endpoint := TokenEndpoint(base)
 		if err := ctx.Err(); err != nil {
-			last = &TransientError{Endpoint: endpoint, Reason: "request canceled: " + err.Error(), kind: kindCanceled, cause: err}
-			attempts = append(attempts, endpoint+": not attempted, request canceled")
+			last = c.endedError(ctx, endpoint)
+			attempts = append(attempts, endpoint+": not attempted, "+last.Reason)
 			break
 		}
 		tok, err := c.attempt(ctx, conn, endpoint, req.Audience, enc)
@@ -270,17 +295,48 @@ func (c *Client) Mint(ctx context.Context, req MintRequest) (*Token, error) {
 	if len(attempts) > 1 {
 		summary := *last
 		if last.kind == kindCanceled {
-			summary.Reason = "request canceled during failover: " + strings.Join(attempts, "; ")
+			summary.Reason = "request canceled during failover: " + joinAttempts(attempts)
 		} else {
-			summary.Reason = fmt.Sprintf("all %d STS addresses failed: %s", len(attempts), strings.Join(attempts, "; "))
+			summary.Reason = fmt.Sprintf("all %d STS addresses failed: %s", len(attempts), joinAttempts(attempts))
 		}
 		return nil, &summary
 	}
 	return nil, last
 }
 
+// maxListedAttempts bounds how many attempts a failover summary lists.
+const maxListedAttempts = 3
+
+// joinAttempts lists the first maxListedAttempts attempts and counts the rest.
+func joinAttempts(attempts []string) string {
+	if len(attempts) <= maxListedAttempts {
+		return strings.Join(attempts, "; ")
+	}
+	return strings.Join(attempts[:maxListedAttempts], "; ") + fmt.Sprintf("; ...and %d more", len(attempts)-maxListedAttempts)
+}
+
+// endedError reports a mint whose context ended before an attempt: the
+// caller canceled, or the mint's own deadline passed.
+func (c *Client) endedError(ctx context.Context, endpoint string) *TransientError {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &TransientError{Endpoint: endpoint, Reason: "timed out", Detail: "the mint's deadline of " + c.mintTimeout.String() + " passed", kind: kindTimeout, cause: context.DeadlineExceeded}
+	}
+	return &TransientError{Endpoint: endpoint, Reason: "request canceled", kind: kindCanceled, cause: ctx.Err()}
+}
+
 // attempt performs one HTTP exchange with endpoint.
 func (c *Client) attempt(ctx context.Context, conn *ConnectionFile, endpoint, audience string, enc Encoding) (*Token, error) {
+	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
+	defer cancel()
+	if c.limiter != nil {
+		if err := c.limiter.Wait(actx); err != nil {
+			te := &TransientError{Endpoint: endpoint, Reason: "timed out", Detail: "waiting for the operator's token-request rate limit", kind: kindTimeout, cause: context.DeadlineExceeded}
+			if ctx.Err() != nil {
+				te = c.endedError(ctx, endpoint)
+			}
+			return nil, te
+		}
+	}
 	assertion, err := newAssertion(conn, audience, c.clock.Now())
 	if err != nil {
 		return nil, fmt.Errorf("clearance: %w", err)
@@ -290,8 +346,6 @@ func (c *Client) attempt(ctx context.Context, conn *ConnectionFile, endpoint, au
 		return nil, fmt.Errorf("clearance: encoding the token request: %w", err)
 	}
 
-	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
-	defer cancel()
 	httpReq, err := http.NewRequestWithContext(actx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return nil, &TransientError{Endpoint: endpoint, Reason: "invalid token endpoint URL", kind: kindNetwork}
@@ -301,6 +355,10 @@ func (c *Client) attempt(ctx context.Context, conn *ConnectionFile, endpoint, au
 
 	resp, err := c.httpClient.Do(httpReq)
 	if err != nil {
+		var blocked *dialBlockedError
+		if errors.As(err, &blocked) {
+			return nil, &DestinationError{Endpoint: endpoint, Problem: blocked.problem}
+		}
 		return nil, c.networkError(ctx, actx, endpoint, err, assertion)
 	}
 	defer func() { _ = resp.Body.Close() }()
@@ -310,7 +368,7 @@ func (c *Client) attempt(ctx context.Context, conn *ConnectionFile, endpoint, au
 	if err != nil {
 		te := c.networkError(ctx, actx, endpoint, err, assertion)
 		te.StatusCode = resp.StatusCode
-		te.Reason = "reading the response: " + te.Reason
+		te.Detail = "reading the response: " + te.Detail
 		return nil, te
 	}
 	tooLarge := len(data) > maxResponseBody
@@ -336,14 +394,18 @@ func encodeTokenRequest(clientID, assertion string, enc Encoding) ([]byte, strin
 }
 
 // networkError classifies a failed exchange without a (complete) response.
+// Reason is the class a tenant's status may show (unreachable, timed out, TLS
+// failure): whether a port is closed, which certificate a host presents or
+// what it answered would make the operator a network scanner for anyone who
+// may write a connection file. Detail says more, for the manager's log.
 func (c *Client) networkError(parent, attemptCtx context.Context, endpoint string, err error, assertion string) *TransientError {
 	switch {
 	case parent.Err() != nil:
-		return &TransientError{Endpoint: endpoint, Reason: "request canceled: " + parent.Err().Error(), kind: kindCanceled, cause: parent.Err()}
+		return c.endedError(parent, endpoint)
 	case errors.Is(attemptCtx.Err(), context.DeadlineExceeded):
-		return &TransientError{Endpoint: endpoint, Reason: "no response within " + c.attemptTimeout.String(), kind: kindTimeout, cause: context.DeadlineExceeded}
+		return &TransientError{Endpoint: endpoint, Reason: "timed out", Detail: "no response within " + c.attemptTimeout.String(), kind: kindTimeout, cause: context.DeadlineExceeded}
 	}
-	te := &TransientError{Endpoint: endpoint, kind: kindNetwork, cause: err}
+	te := &TransientError{Endpoint: endpoint, Reason: "unreachable", kind: kindNetwork, cause: err}
 	var (
 		dnsErr  *net.DNSError
 		netErr  net.Error
@@ -352,21 +414,24 @@ func (c *Client) networkError(parent, attemptCtx context.Context, endpoint strin
 	)
 	switch {
 	case errors.As(err, &dnsErr):
-		te.Reason = "DNS lookup failed"
+		te.Detail = "DNS lookup failed"
 		if dnsErr.IsNotFound {
-			te.Reason += ": no such host"
+			te.Detail += ": no such host"
 		}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		te.Reason = "connection refused"
+		te.Detail = "connection refused"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		te.Reason = "connection closed by the server"
+		te.Detail = "connection closed by the server"
 	case errors.As(err, &certErr):
-		te.Reason = "TLS certificate verification failed: " + sanitizeText(certErr.Err.Error(), maxDescriptionLen, assertion)
+		te.Reason = "TLS failure"
+		te.Detail = "certificate verification failed: " + sanitizeText(certErr.Err.Error(), maxDescriptionLen, assertion)
 	case errors.As(err, &recErr):
-		te.Reason = "TLS handshake failed: the server did not speak TLS"
+		te.Reason = "TLS failure"
+		te.Detail = "the server did not speak TLS"
 	case errors.As(err, &netErr) && netErr.Timeout():
 		te.kind = kindTimeout
 		te.Reason = "timed out"
+		te.Detail = "network timeout"
 	default:
 		// Fall back to the innermost message (without the URL wrapper). net/http
 		// quotes bytes the server sent in some messages ("malformed HTTP response
@@ -379,7 +444,7 @@ func (c *Client) networkError(parent, attemptCtx context.Context, endpoint strin
 		if i := strings.IndexAny(msg, "\"`"); i >= 0 {
 			msg = msg[:i]
 		}
-		te.Reason = "connection failed: " + sanitizeText(msg, maxDescriptionLen, assertion)
+		te.Detail = "connection failed: " + sanitizeText(msg, maxDescriptionLen, assertion)
 		// Do not expose an unclassified error through Unwrap either: its text is
 		// not known to be safe.
 		te.cause = nil

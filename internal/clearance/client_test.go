@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -42,7 +43,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{
 		clock:     testingclock.NewFakeClock(testNow),
 		jtis:      newJTIRegistry(),
-		transport: &recordingTransport{base: NewHTTPClient().Transport},
+		transport: &recordingTransport{base: NewHTTPClient(loopbackEgress).Transport},
 	}
 	f.client = NewClient(WithClock(f.clock), WithHTTPClient(&http.Client{Transport: f.transport}))
 	return f
@@ -436,18 +437,19 @@ func TestMintNetworkErrors(t *testing.T) {
 		opts      []Option
 		ctx       func() context.Context
 		reason    string
+		detail    string
 		hint      string
 		is        error
 		timeout   bool
 	}{
-		{name: "connection refused", base: dead.URL, reason: "connection refused", hint: HintUnreachable},
+		{name: "connection refused", base: dead.URL, opts: []Option{WithEgress(loopbackEgress)}, reason: "unreachable", detail: "connection refused", hint: HintUnreachable},
 		{name: "DNS", transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
 			return nil, &net.DNSError{Err: "no such host", Name: "clearance-a-sts.example", IsNotFound: true}
-		}), reason: "DNS lookup failed: no such host", hint: HintUnreachable},
+		}), reason: "unreachable", detail: "DNS lookup failed: no such host", hint: HintUnreachable},
 		{name: "attempt timeout", transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			<-r.Context().Done()
 			return nil, r.Context().Err()
-		}), opts: []Option{WithAttemptTimeout(time.Millisecond)}, reason: "no response within 1ms", hint: HintTimeout, is: context.DeadlineExceeded, timeout: true},
+		}), opts: []Option{WithAttemptTimeout(time.Millisecond)}, reason: "timed out", detail: "no response within 1ms", hint: HintTimeout, is: context.DeadlineExceeded, timeout: true},
 		{name: "caller canceled", transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			panic("must not be called")
 		}), ctx: func() context.Context {
@@ -457,10 +459,10 @@ func TestMintNetworkErrors(t *testing.T) {
 		}, reason: "request canceled", hint: "", is: context.Canceled},
 		{name: "body read error", transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(io.MultiReader(strings.NewReader(`{"access_token":"`), errReader{}))}, nil
-		}), reason: "reading the response: connection closed by the server", hint: HintUnreachable},
+		}), reason: "unreachable", detail: "reading the response: connection closed by the server", hint: HintUnreachable},
 		{name: "other transport error is sanitised", transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("malformed HTTP response %q", "HTTP/1.1 \x00 "+secretAccessToken)
-		}), reason: "connection failed: malformed HTTP response", hint: HintUnreachable},
+		}), reason: "unreachable", detail: "connection failed: malformed HTTP response", hint: HintUnreachable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -482,7 +484,11 @@ func TestMintNetworkErrors(t *testing.T) {
 			var te *TransientError
 			g.Expect(errors.As(err, &te)).To(BeTrue(), "got %T %v", err, err)
 			g.Expect(te.Endpoint).To(Equal(base + "/connect/token"))
-			g.Expect(te.Reason).To(ContainSubstring(tt.reason))
+			g.Expect(te.Reason).To(Equal(tt.reason))
+			g.Expect(Detail(err)).To(HavePrefix(tt.detail))
+			if tt.detail != "" {
+				g.Expect(err.Error()).NotTo(ContainSubstring(tt.detail), "the detail is for the manager's log only")
+			}
 			g.Expect(Hint(err)).To(Equal(tt.hint))
 			g.Expect(te.Timeout()).To(Equal(tt.timeout))
 			if tt.is != nil {
@@ -503,11 +509,13 @@ func TestMintTLSVerification(t *testing.T) {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the failed handshake is expected
 	srv.StartTLS()
 	defer srv.Close()
-	c := NewClient() // NewHTTPClient: verification on, the test server's certificate is not trusted
+	c := NewClient(WithEgress(loopbackEgress)) // verification on, the test server's certificate is not trusted
 	_, err := c.Mint(context.Background(), MintRequest{Connection: mustConnection(t, nil, srv.URL+"/connect")})
 	var te *TransientError
 	g.Expect(errors.As(err, &te)).To(BeTrue(), "got %v", err)
-	g.Expect(te.Reason).To(ContainSubstring("TLS certificate verification failed"))
+	g.Expect(te.Reason).To(Equal("TLS failure"))
+	g.Expect(te.Detail).To(ContainSubstring("certificate verification failed"))
+	g.Expect(err.Error()).NotTo(Or(ContainSubstring("x509"), ContainSubstring("certificate")), "no certificate details for the tenant")
 	g.Expect(Hint(err)).To(Equal(HintUnreachable))
 }
 
@@ -568,8 +576,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestNewHTTPClient(t *testing.T) {
 	g := NewWithT(t)
-	a, b := NewHTTPClient(), NewHTTPClient()
-	g.Expect(a.Transport).To(BeIdenticalTo(b.Transport), "one shared transport")
+	a := NewHTTPClient(EgressOptions{})
 	tr, ok := a.Transport.(*http.Transport)
 	g.Expect(ok).To(BeTrue())
 	g.Expect(tr).NotTo(BeIdenticalTo(http.DefaultTransport))
@@ -581,6 +588,11 @@ func TestNewHTTPClient(t *testing.T) {
 	g.Expect(a.CheckRedirect).NotTo(BeNil())
 	g.Expect(a.Timeout).To(BeNumerically(">", DefaultAttemptTimeout))
 }
+
+// loopbackEgress lets tests reach their STS on loopback over http.
+var loopbackEgress = EgressOptions{Policy: DestinationPolicy{AllowHTTP: true, AllowedPrefixes: []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+}}}
 
 func TestTokenEndpoint(t *testing.T) {
 	g := NewWithT(t)

@@ -18,6 +18,7 @@ import (
 	"maps"
 	"math/big"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -29,6 +30,29 @@ import (
 // few KiB; the cap bounds memory and CPU spent on a hostile or mistaken Secret and
 // is checked before any parsing.
 const MaxConnectionFileSize = 1 << 20
+
+// MaxSTSAddresses is how many distinct SecurityTokenServiceBaseAddresses a
+// mint tries: the first ones, in file order. A file may list more; they are
+// validated but never dialled, so one tenant's list of hung addresses cannot
+// hold a worker for long.
+const MaxSTSAddresses = 3
+
+// MaxAddressLength bounds one address: it ends up in status, events and the
+// target Secret. Real addresses are a few dozen bytes.
+const MaxAddressLength = 512
+
+// maxIDLength bounds the identifiers copied to status, events and the
+// target Secret (ServicePrincipalId, TenantId, the key's kid); real ones are
+// GUIDs and short numbers.
+const maxIDLength = 256
+
+// maxAddressLists bounds how many address lists (by member name, sorted)
+// are copied to the target Secret; real files have a handful.
+const maxAddressLists = 16
+
+// addressListName matches the member names of address lists whose first
+// entry is copied: the name also makes a Secret data key.
+var addressListName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,62}(?i:addresses)$`)
 
 // MinRSAKeyBits is the smallest RSA modulus accepted for the ServicePrincipalKey.
 const MinRSAKeyBits = 2048
@@ -60,9 +84,10 @@ type ConnectionFile struct {
 	// the assertion's "kid" header so the STS can pick the right public key.
 	KeyID      string
 	PrivateKey *rsa.PrivateKey
-	// STSBaseAddresses are the SecurityTokenServiceBaseAddresses entries, in file
-	// order, with trailing "/" trimmed and duplicates removed; each is an absolute
-	// http(s) URL without user info, query or fragment.
+	// STSBaseAddresses are the first MaxSTSAddresses distinct
+	// SecurityTokenServiceBaseAddresses entries, in file order, with trailing
+	// "/" trimmed; each is an absolute http(s) URL of at most MaxAddressLength
+	// bytes without user info, query or fragment.
 	STSBaseAddresses []string
 	// FirstAddresses maps the JSON member name of every *BaseAddresses / *Addresses
 	// list (e.g. "DocumentStoreBaseAddresses", "CADApiAddresses") to its first
@@ -215,6 +240,9 @@ func requiredID(top map[string]json.RawMessage, name string) (string, error) {
 	if strings.ContainsFunc(s, isControl) {
 		return "", &ConnectionFileError{Field: name, Problem: "must not contain control characters"}
 	}
+	if len(s) > maxIDLength {
+		return "", &ConnectionFileError{Field: name, Problem: fmt.Sprintf("longer than %d bytes", maxIDLength)}
+	}
 	return s, nil
 }
 
@@ -266,8 +294,10 @@ func stsAddresses(raw json.RawMessage) ([]string, error) {
 		if problem := checkBaseURL(s); problem != "" {
 			return nil, &ConnectionFileError{Field: fmt.Sprintf("%s[%d]", memberSTSAddresses, i), Problem: problem}
 		}
+		// Later entries are still checked above, but only the first few
+		// distinct ones are kept: the search stays linear in the list.
 		s = strings.TrimRight(s, "/")
-		if !slices.Contains(out, s) {
+		if len(out) < MaxSTSAddresses && !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}
@@ -280,6 +310,9 @@ func stsAddresses(raw json.RawMessage) ([]string, error) {
 // checkBaseURL returns "" when s is an absolute http(s) URL usable as a base for
 // "<base>/token", or a description of the problem that does not quote s.
 func checkBaseURL(s string) string {
+	if len(s) > MaxAddressLength {
+		return fmt.Sprintf("longer than %d bytes", MaxAddressLength)
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return "not a valid URL"
@@ -303,8 +336,9 @@ func checkBaseURL(s string) string {
 // to obtain a token.
 func firstAddresses(top map[string]json.RawMessage) map[string]string {
 	out := make(map[string]string)
-	for name, raw := range top {
-		if !strings.HasSuffix(strings.ToLower(name), "addresses") || isNull(raw) {
+	for _, name := range slices.Sorted(maps.Keys(top)) {
+		raw := top[name]
+		if len(out) == maxAddressLists || !addressListName.MatchString(name) || isNull(raw) {
 			continue
 		}
 		list, _, ok := stringList(raw)
@@ -386,6 +420,9 @@ func parseServicePrincipalKey(raw json.RawMessage) (*rsa.PrivateKey, string, err
 	kid, err := strMember("kid", false)
 	if err != nil {
 		return nil, "", err
+	}
+	if len(kid) > maxIDLength {
+		return nil, "", &ConnectionFileError{Field: field + ".kid", Problem: fmt.Sprintf("longer than %d bytes", maxIDLength)}
 	}
 	if _, err := strMember("use", false); err != nil {
 		return nil, "", err

@@ -1,6 +1,7 @@
 package clearance
 
 import (
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
@@ -38,6 +39,8 @@ func (e *ConnectionFileError) Error() string {
 // Code is the RFC 6749 §5.2 "error" code (empty when the STS sent none) and
 // Description the STS's error_description, sanitised to printable characters,
 // with anything that looks like a JWT redacted, and capped at 200 characters.
+// Error() carries the code only: the description is response text from an
+// address a tenant chose, for the operator's log (see Hint for what it tells).
 type RejectedError struct {
 	Endpoint    string
 	StatusCode  int
@@ -56,10 +59,6 @@ func (e *RejectedError) Error() string {
 	if e.Code != "" {
 		b.WriteString(": ")
 		b.WriteString(e.Code)
-	}
-	if e.Description != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Description)
 	}
 	return b.String()
 }
@@ -97,7 +96,13 @@ func (e *RateLimitedError) Error() string {
 type TransientError struct {
 	Endpoint   string
 	StatusCode int
-	Reason     string
+	// Reason is the class of the failure (unreachable, timed out, TLS
+	// failure, an HTTP status's meaning), safe to show the credential's owner.
+	Reason string
+	// Detail says more (connection refused, the certificate problem), for
+	// the operator's own log only: shown to a tenant it would turn the
+	// operator into a network scanner. Never part of Error().
+	Detail string
 
 	kind  transientKind
 	cause error
@@ -126,6 +131,23 @@ func (e *TransientError) Error() string {
 		s += ": " + e.Reason
 	}
 	return s
+}
+
+// Detail returns what err says beyond its Error() for the operator's own log:
+// the network detail of a TransientError, the error_description of a
+// RejectedError; "" for anything else.
+func Detail(err error) string {
+	var (
+		te *TransientError
+		re *RejectedError
+	)
+	switch {
+	case errors.As(err, &te):
+		return te.Detail
+	case errors.As(err, &re):
+		return re.Description
+	}
+	return ""
 }
 
 // Unwrap returns the underlying network or context error, if any.

@@ -53,7 +53,7 @@ func TestErrorStrings(t *testing.T) {
 		{&ConnectionFileError{Field: "TenantId", Problem: "missing"}, "connection file: TenantId: missing"},
 		{&ConnectionFileError{Problem: "invalid JSON at byte offset 3"}, "connection file: invalid JSON at byte offset 3"},
 		{&RejectedError{Endpoint: "https://sts/connect/token", StatusCode: 400, Code: "invalid_grant", Description: "expired"},
-			"STS https://sts/connect/token rejected the token request (HTTP 400): invalid_grant: expired"},
+			"STS https://sts/connect/token rejected the token request (HTTP 400): invalid_grant"},
 		{&RejectedError{Endpoint: "https://sts/connect/token", StatusCode: 403}, "STS https://sts/connect/token rejected the token request (HTTP 403)"},
 		{&RateLimitedError{Endpoint: "https://sts/connect/token", RetryAfter: 30e9}, "STS https://sts/connect/token rate-limited the token request (HTTP 429), retry after 30s"},
 		{&RateLimitedError{Endpoint: "https://sts/connect/token"}, "STS https://sts/connect/token rate-limited the token request (HTTP 429)"},

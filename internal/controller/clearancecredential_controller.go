@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -73,6 +74,15 @@ type ClearanceCredentialReconciler struct {
 	// renewal of a token minted for anything but a due renewal is spread
 	// (DefaultRenewalSpread in the manager); 0 keeps the 10% jitter.
 	RenewalSpread float64
+	// MinForcedMintInterval is the least time between a token request and a
+	// mint a user forces (refresh annotation, connection, spec or token
+	// edits) while the stored token is valid; 0 sets no minimum.
+	MinForcedMintInterval time.Duration
+	// MaxConcurrentMintsPerNamespace bounds the token requests of one
+	// namespace in flight at once (see mintSlots); 0 sets no bound.
+	MaxConcurrentMintsPerNamespace int
+
+	mintSlots *mintSlots
 
 	secretUsers *secretUsers
 
@@ -137,6 +147,7 @@ type reconcileState struct {
 
 // +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials,verbs=get;list;watch
 // +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials/status,verbs=get;patch
+// +kubebuilder:rbac:groups=clearance.dev,resources=clearancecredentials/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -286,7 +297,7 @@ func conflictOnRecord(cred *clearancev1alpha1.ClearanceCredential) bool {
 func (r *ClearanceCredentialReconciler) targetConflict(s *reconcileState) {
 	msg := fmt.Sprintf("Secret %q exists and is not controlled by this ClearanceCredential; it is left untouched. Delete it or choose another spec.secretName", s.cred.Spec.SecretName)
 	if !conflictOnRecord(s.cred) {
-		r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", "%s", msg)
+		r.event(s.cred, corev1.EventTypeWarning, EventTargetConflict, "WriteSecret", msg)
 	}
 	r.setStalled(s, clearancev1alpha1.ReasonTargetConflict, msg)
 	s.cred.Status.ExpiresAt, s.cred.Status.RenewalTime = nil, nil
@@ -498,13 +509,23 @@ func (r *ClearanceCredentialReconciler) sourceProblem(s *reconcileState, reason,
 // decide applies the pure policy; when no token is needed it reports the
 // stored one and schedules the next look at its renewal time.
 func (r *ClearanceCredentialReconciler) decide(ctx context.Context, s *reconcileState) error {
+	var lastRequest time.Time
+	if t := s.cred.Status.LastRequestTime; t != nil {
+		lastRequest = t.Time
+	}
 	s.decision = DecideMint(MintInput{
-		Now:            s.now,
-		Stored:         s.stored,
-		ConnectionHash: s.connHash,
-		SpecHash:       s.specHash,
-		RefreshRequest: s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],
+		Now:               s.now,
+		Stored:            s.stored,
+		ConnectionHash:    s.connHash,
+		SpecHash:          s.specHash,
+		RefreshRequest:    s.cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],
+		LastRequest:       lastRequest,
+		MinForcedInterval: r.MinForcedMintInterval,
 	})
+	if s.decision.Deferred(s.now) {
+		r.deferMint(ctx, s)
+		return nil
+	}
 	if s.decision.Mint() {
 		return r.gateRetry(s)
 	}
@@ -525,6 +546,20 @@ func (r *ClearanceCredentialReconciler) decide(ctx context.Context, s *reconcile
 	s.done = true
 	log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", st.ExpiresAt, "renewAt", s.decision.RenewAt)
 	return nil
+}
+
+// deferMint reports the valid stored token while a mint a user forced waits
+// for the minimum interval since the last token request.
+func (r *ClearanceCredentialReconciler) deferMint(ctx context.Context, s *reconcileState) {
+	st, at := s.stored, s.decision.NotBefore
+	r.setTokenStatus(s, st.IssuedAt, st.ExpiresAt, at,
+		s.target.Annotations[annotationTokenEndpoint], s.target.Annotations[annotationKeyID])
+	r.setCondition(s, clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, clearancev1alpha1.ReasonMintDeferred,
+		fmt.Sprintf("a new token (%s) is requested at %s: mints forced by a user are at least %s apart; the stored token stays valid until %s",
+			s.decision.Reason, formatTime(at), r.MinForcedMintInterval, formatTime(st.ExpiresAt)))
+	s.result = ctrl.Result{RequeueAfter: at.Sub(s.now)}
+	s.done = true
+	log.FromContext(ctx).V(1).Info("forced mint deferred", "reason", s.decision.Reason, "notBefore", at)
 }
 
 // reapplyTemplate writes a changed secretTemplate onto the stored Secret
@@ -574,11 +609,21 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, s *reconcileSt
 	if s.minted != nil {
 		return nil // minted earlier, not yet written
 	}
+	if !r.mintSlots.acquire(s.cred.Namespace) {
+		// Another few mints of this namespace are in flight (its STS may
+		// hang): give the worker back to the other namespaces.
+		s.result = ctrl.Result{RequeueAfter: mintSlotRetry + time.Duration(r.jitter()*float64(mintSlotRetry))}
+		s.done = true
+		log.FromContext(ctx).V(1).Info("namespace at its concurrent mint limit; retrying later", "limit", r.MaxConcurrentMintsPerNamespace)
+		return nil
+	}
+	defer r.mintSlots.release(s.cred.Namespace)
 	if err := r.loadConnection(ctx, s); err != nil || s.done {
 		return err
 	}
 	logger := log.FromContext(ctx)
 	logger.V(1).Info("requesting a token", "reason", s.decision.Reason)
+	s.cred.Status.LastRequestTime = metaTime(s.now)
 	enc := clearance.EncodingForm
 	if s.cred.Spec.TokenRequestEncoding == clearancev1alpha1.TokenRequestEncodingJSON {
 		enc = clearance.EncodingJSON
@@ -624,6 +669,7 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 	var (
 		rejected    *clearance.RejectedError
 		rateLimited *clearance.RateLimitedError
+		forbidden   *clearance.DestinationError
 		reason      string
 		wait        time.Duration
 	)
@@ -644,10 +690,15 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 		if valid && s.stored.ExpiresAt.Sub(s.now) < wait {
 			wait = s.stored.ExpiresAt.Sub(s.now) // to report the expiry when it comes
 		}
+	case errors.As(err, &forbidden):
+		// Nothing was sent: only the connection file or the operator's
+		// egress flags can change this, and both bring the credential back.
+		tokenRequests.WithLabelValues(outcomeRejected).Inc()
+		reason, wait = clearancev1alpha1.ReasonDestinationNotAllowed, capToExpiry(RejectedRetryInterval, s.now, expiresAt)
 	case errors.As(err, &rateLimited):
 		tokenRequests.WithLabelValues(outcomeRateLimited).Inc()
 		reason = clearancev1alpha1.ReasonRateLimited
-		wait = max(rateLimited.RetryAfter, FailureBackoff(st.FailedAttempts, r.jitter(), s.now, nil))
+		wait = RateLimitedWait(rateLimited.RetryAfter, st.FailedAttempts, r.jitter(), s.now, expiresAt)
 	default:
 		tokenRequests.WithLabelValues(outcomeTransient).Inc()
 		reason = clearancev1alpha1.ReasonSTSUnavailable
@@ -662,11 +713,12 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 	r.failures[s.key] = &failureState{inputs: s.mintInputs(), retryAt: retryAt}
 	r.mu.Unlock()
 
-	log.FromContext(ctx).Info("token request failed", "reason", reason, "failedAttempts", st.FailedAttempts, "retryIn", wait.Round(time.Millisecond).String(), "error", msg)
-	r.Recorder.Eventf(s.cred, nil, corev1.EventTypeWarning, EventMintFailed, "Mint", "%s: %s", reason, msg)
+	log.FromContext(ctx).Info("token request failed", "reason", reason, "failedAttempts", st.FailedAttempts,
+		"retryIn", wait.Round(time.Millisecond).String(), "error", capMessage(msg), "detail", capMessage(clearance.Detail(err)))
+	r.event(s.cred, corev1.EventTypeWarning, EventMintFailed, "Mint", reason+": "+msg)
 
 	next := fmt.Sprintf("next attempt at %s", formatTime(retryAt))
-	if reason == clearancev1alpha1.ReasonCredentialRejected {
+	if reason == clearancev1alpha1.ReasonCredentialRejected || reason == clearancev1alpha1.ReasonDestinationNotAllowed {
 		r.setStalled(s, reason, fmt.Sprintf("%s; fix the connection file or the service account, then the token is requested at once (safety retry at %s)", msg, formatTime(retryAt)))
 	} else {
 		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionStalled)
@@ -711,9 +763,8 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 	if s.decision.Reason == MintTargetMissing || s.decision.Reason == MintTokenMissing {
 		event, verb = EventMinted, "minted"
 	}
-	r.Recorder.Eventf(s.cred, nil, corev1.EventTypeNormal, event, "WriteSecret",
-		"token %s (%s) by %s into Secret %q; expires at %s, renewal at %s",
-		verb, s.decision.Reason, m.token.Endpoint, s.cred.Spec.SecretName, formatTime(m.token.ExpiresAt), formatTime(m.renewAt))
+	r.event(s.cred, corev1.EventTypeNormal, event, "WriteSecret", fmt.Sprintf("token %s (%s) by %s into Secret %q; expires at %s, renewal at %s",
+		verb, s.decision.Reason, m.token.Endpoint, s.cred.Spec.SecretName, formatTime(m.token.ExpiresAt), formatTime(m.renewAt)))
 	log.FromContext(ctx).Info("token written", "event", event, "reason", s.decision.Reason, "endpoint", m.token.Endpoint,
 		"expiresAt", m.token.ExpiresAt, "renewAt", m.renewAt)
 
@@ -730,6 +781,10 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, s *reco
 // one; when the name turns out to be taken, one GET tells ours (applied as
 // usual) from a foreign one (a conflict).
 func (r *ClearanceCredentialReconciler) createOrApplyTarget(ctx context.Context, s *reconcileState) (string, error) {
+	var uid types.UID
+	if s.target != nil {
+		uid = s.target.UID
+	}
 	if s.createTarget {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
 		defer cancel()
@@ -746,8 +801,9 @@ func (r *ClearanceCredentialReconciler) createOrApplyTarget(ctx context.Context,
 			r.targetConflict(s)
 			return "", nil
 		}
+		uid = existing.UID
 	}
-	secret := targetSecret(s.cred, s.minted)
+	secret := targetSecret(s.cred, s.minted, uid)
 	if err := r.apply(ctx, secret); err != nil {
 		return "", err
 	}
@@ -798,9 +854,32 @@ func (r *ClearanceCredentialReconciler) setStalled(s *reconcileState, reason, ms
 
 func (r *ClearanceCredentialReconciler) setCondition(s *reconcileState, condType string, status metav1.ConditionStatus, reason, msg string) {
 	meta.SetStatusCondition(&s.cred.Status.Conditions, metav1.Condition{
-		Type: condType, Status: status, Reason: reason, Message: msg,
+		Type: condType, Status: status, Reason: reason, Message: capMessage(msg),
 		ObservedGeneration: s.cred.Generation, LastTransitionTime: metav1.NewTime(s.now),
 	})
+}
+
+// event records an event with a capped note.
+func (r *ClearanceCredentialReconciler) event(cred *clearancev1alpha1.ClearanceCredential, eventType, reason, action, note string) {
+	r.Recorder.Eventf(cred, nil, eventType, reason, action, "%s", capMessage(note))
+}
+
+// maxMessageBytes caps every condition message and event note. Parts of a
+// message come from a tenant's input (addresses, names); the API refuses
+// event notes over 1 KiB, which would lose the event.
+const maxMessageBytes = 900
+
+// capMessage shortens msg to maxMessageBytes at a character boundary.
+func capMessage(msg string) string {
+	if len(msg) <= maxMessageBytes {
+		return msg
+	}
+	const ellipsis = "..."
+	cut := maxMessageBytes - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + ellipsis
 }
 
 // forget drops everything held for a deleted credential.

@@ -398,7 +398,9 @@ var _ = Describe("ClearanceCredential controller", Ordered, func() {
 		Expect(mgr.mgr.GetCache().List(ctx, cached)).To(Succeed())
 		Expect(cached.Items).NotTo(BeEmpty())
 		for _, s := range cached.Items {
-			Expect(s.Labels).To(HaveKeyWithValue(clearancev1alpha1.ManagedByLabel, clearancev1alpha1.ManagedByValue), "Secret %s/%s is cached", s.Namespace, s.Name)
+			Expect(s.Data).To(HaveKey(dataTokenState), "Secret %s/%s is cached in full", s.Namespace, s.Name)
+			Expect(s.Data).NotTo(HaveKey(clearancev1alpha1.SecretKeyToken))
+			Expect(s.Labels).To(BeEmpty(), "labels are not needed once the label selector has picked the Secret")
 			Expect(s.ManagedFields).To(BeEmpty())
 		}
 		names := []string{}

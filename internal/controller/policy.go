@@ -75,20 +75,56 @@ type MintInput struct {
 	SpecHash string
 	// RefreshRequest is the current value of the refresh-requested-at annotation.
 	RefreshRequest string
+	// LastRequest is when a token was last requested for the credential
+	// (status.lastRequestTime; zero when never).
+	LastRequest time.Time
+	// MinForcedInterval is the least time from LastRequest to a mint a user
+	// asked for while the stored token is valid (0: no minimum).
+	MinForcedInterval time.Duration
 }
 
-// MintDecision is DecideMint's answer. When no mint is needed, RenewAt is when to look again.
+// MintDecision is DecideMint's answer. When no mint is needed, RenewAt is
+// when to look again. NotBefore, when set, holds a mint a user asked for
+// until the minimum interval since the last token request has passed.
 type MintDecision struct {
-	Reason  MintReason
-	RenewAt time.Time
+	Reason    MintReason
+	RenewAt   time.Time
+	NotBefore time.Time
+}
+
+// Deferred reports whether the mint must wait until NotBefore.
+func (d MintDecision) Deferred(now time.Time) bool { return now.Before(d.NotBefore) }
+
+// userForced reports whether a mint for reason is one a user causes at will
+// (an annotation, an edit of the connection Secret, the spec or the token):
+// those are what a tenant could repeat to flood the STS.
+func userForced(reason MintReason) bool {
+	switch reason {
+	case MintTokenEdited, MintConnectionChanged, MintSpecChanged, MintRefreshRequested:
+		return true
+	}
+	return false
 }
 
 // Mint reports whether a new token is needed.
 func (d MintDecision) Mint() bool { return d.Reason != MintNotNeeded }
 
 // DecideMint is the "does it need a new token?" policy. It is a pure function
-// of the stored token, the current inputs and the clock.
+// of the stored token, the current inputs and the clock. A mint a user
+// forces while the stored token is valid waits for MinForcedInterval after
+// the last token request: the valid token covers the pods meanwhile.
 func DecideMint(in MintInput) MintDecision {
+	d := decideReason(in)
+	if userForced(d.Reason) && in.MinForcedInterval > 0 && !in.LastRequest.IsZero() && in.Now.Before(in.Stored.ExpiresAt) {
+		if next := in.LastRequest.Add(in.MinForcedInterval); in.Now.Before(next) {
+			d.NotBefore = next
+		}
+	}
+	return d
+}
+
+// decideReason says whether and why a new token is needed.
+func decideReason(in MintInput) MintDecision {
 	s := in.Stored
 	switch {
 	case s == nil:
@@ -187,11 +223,28 @@ func FailureBackoff(failedAttempts int32, jitter float64, now time.Time, expires
 		jitter = 0
 	}
 	d = d/2 + time.Duration(jitter*float64(d/2))
+	return capToExpiry(d, now, expiresAt)
+}
+
+// MaxRetryAfterWait bounds how long an HTTP 429's Retry-After is obeyed.
+const MaxRetryAfterWait = time.Hour
+
+// RateLimitedWait returns how long to wait after the STS answered 429: the
+// longer of its Retry-After and the transient backoff, at most
+// MaxRetryAfterWait, and, like FailureBackoff, never past the stored token's
+// expiry: a Retry-After longer than the token has left must not let it
+// expire unattempted.
+func RateLimitedWait(retryAfter time.Duration, failedAttempts int32, jitter float64, now time.Time, expiresAt *time.Time) time.Duration {
+	d := min(max(retryAfter, FailureBackoff(failedAttempts, jitter, now, nil)), MaxRetryAfterWait)
+	return capToExpiry(d, now, expiresAt)
+}
+
+// capToExpiry shortens a wait so it never passes the stored token's expiry,
+// and while the token is valid to at most half the time left: the attempts
+// then close in on the expiry instead of landing on it, so a run of failures
+// still gets several tries while the old token covers the pods.
+func capToExpiry(d time.Duration, now time.Time, expiresAt *time.Time) time.Duration {
 	if expiresAt != nil && now.Before(*expiresAt) {
-		// Never wait past the stored token's expiry, and while it is still
-		// valid wait at most half the time left: the attempts then close in on
-		// the expiry instead of landing on it, so a run of failures still gets
-		// several tries while the old token covers the pods.
 		untilExpiry := expiresAt.Sub(now)
 		limit := untilExpiry
 		if untilExpiry > 2*time.Second {

@@ -237,3 +237,80 @@ func TestRenewalSpreadFor(t *testing.T) {
 		t.Errorf("RenewalDue: spread %v, want 0", got)
 	}
 }
+
+func TestDecideMintDefersForcedMints(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	const interval = 30 * time.Second
+	stored := func(mut func(*StoredToken)) *StoredToken {
+		s := &StoredToken{HasToken: true, Intact: true, IssuedAt: now.Add(-20 * time.Minute),
+			ExpiresAt: now.Add(40 * time.Minute), RenewAt: now.Add(20 * time.Minute), ConnectionHash: "conn", SpecHash: "spec"}
+		if mut != nil {
+			mut(s)
+		}
+		return s
+	}
+	tests := []struct {
+		name          string
+		stored        *StoredToken
+		refresh       string
+		lastRequest   time.Time
+		wantReason    MintReason
+		wantNotBefore time.Time
+	}{
+		{name: "refresh soon after a request waits for the interval", stored: stored(nil), refresh: "r1",
+			lastRequest: now.Add(-10 * time.Second), wantReason: MintRefreshRequested, wantNotBefore: now.Add(20 * time.Second)},
+		{name: "refresh after the interval goes at once", stored: stored(nil), refresh: "r1",
+			lastRequest: now.Add(-interval), wantReason: MintRefreshRequested},
+		{name: "connection edit waits too", stored: stored(func(s *StoredToken) { s.ConnectionHash = "old" }),
+			lastRequest: now.Add(-time.Second), wantReason: MintConnectionChanged, wantNotBefore: now.Add(29 * time.Second)},
+		{name: "spec edit waits too", stored: stored(func(s *StoredToken) { s.SpecHash = "old" }),
+			lastRequest: now.Add(-time.Second), wantReason: MintSpecChanged, wantNotBefore: now.Add(29 * time.Second)},
+		{name: "edited token waits too", stored: stored(func(s *StoredToken) { s.Intact = false }),
+			lastRequest: now.Add(-time.Second), wantReason: MintTokenEdited, wantNotBefore: now.Add(29 * time.Second)},
+		{name: "never requested: at once", stored: stored(nil), refresh: "r1", wantReason: MintRefreshRequested},
+		{name: "expired stored token: at once, the pods need one", stored: stored(func(s *StoredToken) { s.ExpiresAt = now.Add(-time.Second) }),
+			refresh: "r1", lastRequest: now.Add(-time.Second), wantReason: MintRefreshRequested},
+		{name: "due renewal is never deferred", stored: stored(func(s *StoredToken) { s.RenewAt = now.Add(-time.Second) }),
+			lastRequest: now.Add(-time.Second), wantReason: MintRenewalDue},
+		{name: "missing target is never deferred", stored: nil, lastRequest: now.Add(-time.Second), wantReason: MintTargetMissing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := DecideMint(MintInput{Now: now, Stored: tt.stored, ConnectionHash: "conn", SpecHash: "spec", RefreshRequest: tt.refresh,
+				LastRequest: tt.lastRequest, MinForcedInterval: interval})
+			if d.Reason != tt.wantReason || !d.NotBefore.Equal(tt.wantNotBefore) {
+				t.Errorf("DecideMint = %+v, want reason %q notBefore %v", d, tt.wantReason, tt.wantNotBefore)
+			}
+			if d.Deferred(now) != !tt.wantNotBefore.IsZero() {
+				t.Errorf("Deferred = %v", d.Deferred(now))
+			}
+		})
+	}
+	d := DecideMint(MintInput{Now: now, Stored: stored(nil), ConnectionHash: "conn", SpecHash: "spec", RefreshRequest: "r1", LastRequest: now})
+	if d.Deferred(now) {
+		t.Errorf("no minimum interval configured: %+v", d)
+	}
+}
+
+func TestRateLimitedWait(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	tests := []struct {
+		name       string
+		retryAfter time.Duration
+		expiresAt  *time.Time
+		want       time.Duration
+	}{
+		{name: "Retry-After obeyed while it is short of the expiry", retryAfter: 2 * time.Minute, expiresAt: at(time.Hour), want: 2 * time.Minute},
+		{name: "a day's Retry-After with 10 minutes left: retried halfway to the expiry", retryAfter: 24 * time.Hour, expiresAt: at(10 * time.Minute), want: 5 * time.Minute},
+		{name: "no valid token: capped at an hour", retryAfter: 24 * time.Hour, want: MaxRetryAfterWait},
+		{name: "no Retry-After: the transient backoff", retryAfter: 0, want: time.Second / 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RateLimitedWait(tt.retryAfter, 1, 0, now, tt.expiresAt); got != tt.want {
+				t.Errorf("RateLimitedWait = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

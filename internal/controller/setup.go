@@ -79,6 +79,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 	r.written = map[types.NamespacedName]ownWrite{}
 	r.statusWrites = map[types.NamespacedName]statusWrite{}
 	r.secretUsers = newSecretUsers()
+	r.mintSlots = newMintSlots(r.MaxConcurrentMintsPerNamespace)
 	if r.SecretMetadata == nil {
 		r.SecretMetadata = secretMetadata
 	}

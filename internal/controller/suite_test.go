@@ -101,7 +101,7 @@ func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager 
 	r := &ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Minter:    clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
+		Minter:    clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
 		Recorder:  recorder,
 		Clock:     clock.RealClock{},
 	}

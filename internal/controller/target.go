@@ -2,11 +2,13 @@ package controller
 
 import (
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
@@ -27,6 +29,7 @@ const (
 	annotationRefresh        = annotationPrefix + "refresh-requested-at"
 	annotationTokenEndpoint  = annotationPrefix + "token-endpoint"
 	annotationKeyID          = annotationPrefix + "key-id"
+	annotationTemplateHash   = annotationPrefix + "template-hash"
 )
 
 // dataTokenState is the data key slimTargetSecret puts on the copies the
@@ -73,6 +76,14 @@ func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
 	if _, slimmed := s.Data[dataTokenState]; slimmed {
 		return s
 	}
+	if credentialController(s) == nil {
+		// Anyone may label a Secret managed-by: of one no credential
+		// controls, the operator needs to know only that it exists.
+		*s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+		}, Data: map[string][]byte{dataTokenState: []byte(tokenStateMissing)}}
+		return s
+	}
 	token, hasToken := s.Data[clearancev1alpha1.SecretKeyToken]
 	expires, hasExpires := s.Data[clearancev1alpha1.SecretKeyExpiresAt]
 	tokenType, hasType := s.Data[clearancev1alpha1.SecretKeyTokenType]
@@ -84,17 +95,44 @@ func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
 		}
 	}
 	s.Data = map[string][]byte{dataTokenState: []byte(state)}
-	if hasExpires {
+	// Longer values are not what the operator wrote; dropping them makes
+	// the token "edited", as the verdict above already says.
+	if hasExpires && len(expires) <= maxKeptValue {
 		s.Data[clearancev1alpha1.SecretKeyExpiresAt] = expires
 	}
-	if hasType {
+	if hasType && len(tokenType) <= maxKeptValue {
 		s.Data[clearancev1alpha1.SecretKeyTokenType] = tokenType
 	}
-	delete(s.Annotations, annotationTokenHash)
-	delete(s.Annotations, clearancev1alpha1.ExpiresAtAnnotation) // the data's expiresAt is the one that counts
+	// Of the metadata, only the operator's own bookkeeping is needed, and
+	// only the controller reference: the rest is the tenant's to fill.
+	kept := map[string]string{}
+	for _, k := range keptAnnotations {
+		if v, ok := s.Annotations[k]; ok && len(v) <= maxKeptAnnotation {
+			kept[k] = v
+		}
+	}
+	s.Annotations = kept
+	s.Labels = nil
+	s.OwnerReferences = []metav1.OwnerReference{*credentialController(s)}
 	s.ManagedFields = nil
 	return s
 }
+
+// keptAnnotations are the annotations the operator reads from the target
+// Secrets it holds.
+var keptAnnotations = []string{
+	annotationIssuedAt, annotationRenewalTime, annotationConnectionHash, annotationSpecHash,
+	annotationRefresh, annotationTokenEndpoint, annotationKeyID, annotationTemplateHash,
+}
+
+// maxKeptValue bounds the expiresAt and tokenType values held per target
+// Secret (an RFC 3339 time and "Bearer").
+const maxKeptValue = 64
+
+// maxKeptAnnotation bounds each kept annotation: hashes, times, an STS
+// endpoint (its address is at most clearance.MaxAddressLength bytes), a key
+// id, a refresh annotation's value.
+const maxKeptAnnotation = 1024
 
 // SlimTargetSecretTransform is slimTargetSecret as a cache transform.
 func SlimTargetSecretTransform(obj any) (any, error) {
@@ -171,10 +209,11 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 
 // targetSecret is the apply configuration of the target Secret for a token.
 // Always type Opaque and always controlled by the credential: nothing in the
-// spec can change either.
-func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1ac.SecretApplyConfiguration {
+// spec can change either. uid is the Secret the operator found (see
+// applySecret).
+func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, uid types.UID) *corev1ac.SecretApplyConfiguration {
 	data, annotations := targetContent(m)
-	return applySecret(cred, data, annotations)
+	return applySecret(cred, data, annotations, uid)
 }
 
 // newTargetSecret is the same Secret as targetSecret, as an object to create.
@@ -203,13 +242,36 @@ func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.S
 			annotations[k] = v
 		}
 	}
-	return applySecret(cred, maps.Clone(stored.Data), annotations)
+	return applySecret(cred, maps.Clone(stored.Data), annotations, stored.UID)
+}
+
+// templateHash identifies the template's labels and annotations, so the
+// operator can tell whether a stored Secret carries them without holding
+// them ("" for no template).
+func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
+	t := cred.Spec.SecretTemplate
+	if t == nil || len(t.Labels)+len(t.Annotations) == 0 {
+		return ""
+	}
+	parts := []string{"labels"}
+	for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
+		parts = append(parts, k, t.Labels[k])
+	}
+	parts = append(parts, "annotations")
+	for _, k := range slices.Sorted(maps.Keys(t.Annotations)) {
+		parts = append(parts, k, t.Annotations[k])
+	}
+	return shortHash(parts...)
 }
 
 // targetMetadata returns the target Secret's labels and adds the template's
-// annotations to the operator's own.
+// annotations, and its hash, to the operator's own.
 func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map[string]string) (labels map[string]string) {
 	labels = map[string]string{}
+	delete(annotations, annotationTemplateHash)
+	if h := templateHash(cred); h != "" {
+		annotations[annotationTemplateHash] = h
+	}
 	if t := cred.Spec.SecretTemplate; t != nil {
 		maps.Copy(labels, t.Labels)
 		for k, v := range t.Annotations {
@@ -225,10 +287,17 @@ func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map
 	return labels
 }
 
-func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string) *corev1ac.SecretApplyConfiguration {
+// applySecret builds the apply configuration. A non-empty uid is a
+// precondition: the apply fails instead of writing into a Secret that was
+// deleted and re-created (by anyone) since the operator found it ours.
+func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string, uid types.UID) *corev1ac.SecretApplyConfiguration {
 	labels := targetMetadata(cred, annotations)
 	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
-	return corev1ac.Secret(cred.Spec.SecretName, cred.Namespace).
+	ac := corev1ac.Secret(cred.Spec.SecretName, cred.Namespace)
+	if uid != "" {
+		ac = ac.WithUID(uid)
+	}
+	return ac.
 		WithType(corev1.SecretTypeOpaque).
 		WithLabels(labels).
 		WithAnnotations(annotations).
@@ -242,27 +311,10 @@ func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]
 		WithData(data)
 }
 
-// templateApplied reports whether the stored Secret already carries the
-// template's labels and annotations.
+// templateApplied reports whether the stored Secret was written with the
+// current template.
 func templateApplied(cred *clearancev1alpha1.ClearanceCredential, s *corev1.Secret) bool {
-	t := cred.Spec.SecretTemplate
-	if t == nil {
-		return true
-	}
-	for k, v := range t.Labels {
-		if s.Labels[k] != v {
-			return false
-		}
-	}
-	for k, v := range t.Annotations {
-		if strings.HasPrefix(k, annotationPrefix) {
-			continue
-		}
-		if s.Annotations[k] != v {
-			return false
-		}
-	}
-	return true
+	return s.Annotations[annotationTemplateHash] == templateHash(cred)
 }
 
 // controlledBy reports whether obj's controller reference points at cred.

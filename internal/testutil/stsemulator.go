@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/clearance/clearancetest"
 )
 
@@ -50,3 +52,15 @@ func EmulatorStats(ctx context.Context, baseURL string) (clearancetest.Stats, er
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
+
+// LoopbackEgress is the egress policy that lets an STS client reach an
+// emulator: plain http, on loopback. The operator refuses both by default;
+// its --sts-allow-http and --sts-allow-cidrs flags grant the same.
+var LoopbackEgress = clearance.EgressOptions{Policy: clearance.DestinationPolicy{
+	AllowHTTP:       true,
+	AllowedPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+}}
+
+// EmulatorEgressFlags are the manager flags that grant what LoopbackEgress
+// grants, for managers run as processes against an emulator.
+var EmulatorEgressFlags = []string{"--sts-allow-http", "--sts-allow-cidrs=127.0.0.0/8,::1/128"}

@@ -254,6 +254,10 @@ func managerArgs(deploy *unstructured.Unstructured, metricsAddr, probeAddr strin
 	// Short leader election timings keep the failover spec quick; the shipped
 	// defaults (60s/45s/5s, tolerant of apiserver outages) are exercised by the
 	// fault suite's apiserver-restart spec.
+	// The emulator is plain http on loopback; the egress flags are passed
+	// here rather than through the chart values so that every rendering
+	// (chart, namespaced chart, kustomize) runs with its shipped policy.
+	args = append(args, testutil.EmulatorEgressFlags...)
 	return append(args, "--leader-election-namespace="+deploy.GetNamespace(),
 		"--leader-elect-lease-duration=15s", "--leader-elect-renew-deadline=10s", "--leader-elect-retry-period=2s")
 }

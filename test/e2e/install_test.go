@@ -53,6 +53,8 @@ func installSpecs() {
 			for _, sets := range [][]string{nil, {
 				"namespaces={a,b}", "replicas=2", "metrics.serviceMonitor.enabled=true",
 				"networkPolicy.enabled=true", "podDisruptionBudget.enabled=true", "crds.install=false",
+				"networkPolicy.egress.enabled=true", "sts.allowCIDRs={10.20.0.0/16}", "sts.allowHTTP=true",
+				"sts.caBundle.secretName=sts-ca", "metrics.certSecret=metrics-cert",
 			}} {
 				args := []string{"lint", "--strict", "charts/clearance-operator"}
 				for _, s := range sets {
@@ -94,6 +96,35 @@ func installSpecs() {
 			_, stderr, err = run(helmBin, "template", "toggles", "charts/clearance-operator", "--set", "logLevel=loud")
 			Expect(err).To(HaveOccurred(), "values.schema.json rejects an unknown log level")
 			Expect(stderr).To(ContainSubstring("logLevel"))
+		})
+
+		It("renders the STS egress options: flags, CA bundle and metrics certificate mounts, egress policy", func() {
+			objs := helmTemplate("egress", "default", "sts.allowCIDRs={10.20.0.0/16,fd00::/8}", "sts.allowHTTP=true",
+				"sts.caBundle.configMapName=sts-ca", "sts.caBundle.key=bundle.pem", "metrics.certSecret=metrics-cert",
+				"sts.requestsPerSecond=5", "sts.minForcedMintInterval=1m", "networkPolicy.enabled=true", "networkPolicy.egress.enabled=true")
+			d := find(objs, "Deployment", "default", "")
+			c := expectDeploymentBasics(d)
+			Expect(c.Args).To(ContainElements("--sts-allow-cidrs=10.20.0.0/16,fd00::/8", "--sts-allow-http",
+				"--sts-ca-bundle=/etc/clearance/sts-ca/bundle.pem", "--metrics-cert-dir=/etc/clearance/metrics-cert",
+				"--sts-requests-per-second=5", "--min-forced-mint-interval=1m"))
+			Expect(c.Env).To(ContainElement(HaveField("Name", "MEMORY_LIMIT_BYTES")))
+			volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+			Expect(volumes).To(ConsistOf(
+				HaveKeyWithValue("configMap", HaveKeyWithValue("name", "sts-ca")),
+				HaveKeyWithValue("secret", HaveKeyWithValue("secretName", "metrics-cert"))))
+			np := find(objs, "NetworkPolicy", "default", "")
+			types, _, _ := unstructured.NestedStringSlice(np.Object, "spec", "policyTypes")
+			Expect(types).To(ConsistOf("Ingress", "Egress"))
+			egress, _, _ := unstructured.NestedSlice(np.Object, "spec", "egress")
+			Expect(egress).To(HaveLen(3), "DNS, the API server, the STS")
+
+			defaults := expectDeploymentBasics(find(helmTemplate("egress", "default"), "Deployment", "default", ""))
+			Expect(defaults.Args).NotTo(ContainElement(HavePrefix("--sts-allow")), "the shipped policy is not widened by default")
+
+			_, stderr, err := run(helmBin, "template", "egress", "charts/clearance-operator",
+				"--set", "sts.caBundle.secretName=a", "--set", "sts.caBundle.configMapName=b")
+			Expect(err).To(HaveOccurred())
+			Expect(stderr).To(ContainSubstring("not both"))
 		})
 
 		It("installs cluster-wide with every option on: the apiserver accepts every object", func() {

@@ -18,6 +18,7 @@ import (
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/controller"
+	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
 // In-process managers reconcile only the credentials carrying this label, so
@@ -66,7 +67,7 @@ func startInProcManager(o inProcOptions) *inProcManager {
 	r := &controller.ClearanceCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Minter: clearance.NewClient(clearance.WithHTTPClient(clearance.NewHTTPClient()),
+		Minter: clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress),
 			clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(o.attemptTimeout)),
 		Recorder: recorder,
 		Clock:    clock.RealClock{},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +62,7 @@ func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []strin
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--zap-log-level=10", "--zap-devel",
 		"--namespaces=" + ns, "--renewal-spread=0",
-	}, args...), append([]string{"KUBECONFIG=" + kubeconfig}, env...), logPath)
+	}, slices.Concat(testutil.EmulatorEgressFlags, args)...), append([]string{"KUBECONFIG=" + kubeconfig}, env...), logPath)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _ = p.Stop(30 * time.Second) })
 	_, err = p.WaitForLine("Starting workers", 90*time.Second)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/clearance/clearancetest"
+	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
 func clientConn(t *testing.T, data []byte) *clearance.ConnectionFile {
@@ -84,7 +85,7 @@ func TestInteropFailover(t *testing.T) {
 	cf := newClient(t, second, 1, clearancetest.WithSTSAddresses(first.BaseURL(), second.BaseURL()))
 	g.Expect(first.Trust(cf.ClientID(), cf.PublicKey, cf.KeyID)).To(Succeed())
 	conn := clientConn(t, cf.Data)
-	c := clearance.NewClient(clearance.WithAttemptTimeout(5 * time.Second))
+	c := clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress), clearance.WithAttemptTimeout(5*time.Second))
 
 	g.Expect(first.StopListening()).To(Succeed())
 	tok, err := c.Mint(mintCtx(t), clearance.MintRequest{Connection: conn})
@@ -118,7 +119,7 @@ func TestInteropErrors(t *testing.T) {
 	srv := newServer(t)
 	cf := newClient(t, srv, 1)
 	conn := clientConn(t, cf.Data)
-	c := clearance.NewClient()
+	c := clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress))
 	mint := func(t *testing.T) error {
 		_, err := c.Mint(mintCtx(t), clearance.MintRequest{Connection: conn})
 		return err
@@ -180,7 +181,7 @@ func TestInteropTLSAndAudience(t *testing.T) {
 	g.Expect(tok.Endpoint).To(Equal(srv.TokenEndpoint()))
 
 	// The default client does not trust the self-signed certificate.
-	_, err = clearance.NewClient().Mint(mintCtx(t), clearance.MintRequest{Connection: conn, Audience: srv.TokenEndpoint()})
+	_, err = clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress)).Mint(mintCtx(t), clearance.MintRequest{Connection: conn, Audience: srv.TokenEndpoint()})
 	var te *clearance.TransientError
 	g.Expect(errors.As(err, &te)).To(BeTrue(), "got %v", err)
 }

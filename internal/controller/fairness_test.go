@@ -1,0 +1,51 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestMintSlots(t *testing.T) {
+	m := newMintSlots(2)
+	if !m.acquire("a") || !m.acquire("a") {
+		t.Fatal("the first two slots of a namespace are free")
+	}
+	if m.acquire("a") {
+		t.Error("a third concurrent mint of namespace a was admitted")
+	}
+	if !m.acquire("b") {
+		t.Error("namespace b is not limited by a's mints")
+	}
+	m.release("a")
+	if !m.acquire("a") {
+		t.Error("a released slot is free again")
+	}
+	m.release("a")
+	m.release("a")
+	m.release("b")
+	if len(m.inUse) != 0 {
+		t.Errorf("counts left after every release: %v", m.inUse)
+	}
+	unbounded := newMintSlots(0)
+	for range 100 {
+		if !unbounded.acquire("a") {
+			t.Fatal("a limit of 0 bounds nothing")
+		}
+	}
+	if DefaultMintsPerNamespace(16) != 4 || DefaultMintsPerNamespace(1) != 1 {
+		t.Errorf("DefaultMintsPerNamespace(16, 1) = %d, %d", DefaultMintsPerNamespace(16), DefaultMintsPerNamespace(1))
+	}
+}
+
+func TestCapMessage(t *testing.T) {
+	short := "token valid until 2026-11-29T13:00:00Z"
+	if got := capMessage(short); got != short {
+		t.Errorf("a short message changed: %q", got)
+	}
+	long := strings.Repeat("é", 2000) // two bytes each: the cut must not split one
+	got := capMessage(long)
+	if len(got) > maxMessageBytes || !strings.HasSuffix(got, "...") || !utf8.ValidString(got) {
+		t.Errorf("capMessage: %d bytes, valid UTF-8 %v, suffix %q", len(got), utf8.ValidString(got), got[len(got)-3:])
+	}
+}
