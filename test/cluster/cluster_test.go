@@ -128,17 +128,17 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 			g.Expect(ps[0].Name).NotTo(Equal(pods[0].Name))
 			replacement = ps[0]
 		}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
-		// The new manager has listed the credential and found its token good.
-		Eventually(func(g Gomega) {
-			c := cred.get(g)
-			g.Expect(c.Status.RenewalTime).NotTo(BeNil())
-		}).Should(Succeed())
+		// Its workers start once it leads and has listed every credential:
+		// from then on, the credential is reconciled within moments.
+		Eventually(func(g Gomega) string {
+			return strings.Join(podLog(g, operatorNS, replacement.Name), "\n")
+		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainSubstring("Starting workers"))
 		Consistently(func(g Gomega) {
 			g.Expect(cred.mints()).To(Equal(mints), "the new pod minted before the renewal was due")
 			g.Expect(hashOf(cred.token(g))).To(Equal(before.hash))
 		}).WithTimeout(15 * time.Second).WithPolling(time.Second).Should(Succeed())
 		Expect(time.Now()).To(BeTemporally("<", renewalTime(cred)), "the check ran into the next due renewal; it proves nothing")
-		GinkgoWriter.Printf("replacement pod %s: no mint in the %s before the renewal was due\n", replacement.Name, time.Since(before.seen).Round(time.Second))
+		GinkgoWriter.Printf("replacement pod %s minted nothing; the renewal is due in %s\n", replacement.Name, time.Until(renewalTime(cred)).Round(time.Second))
 	})
 
 	It("hands over to the other replica when the leader pod is deleted, and no token expires", func() {
@@ -240,7 +240,7 @@ func helmArgs(verb string, extra ...string) []string {
 }
 
 // kustomizeOverlay writes an overlay of config/default that sets the built
-// image (and the STS policy flags) the way a user's overlay would.
+// image and the STS policy flags the way a user's overlay would.
 func kustomizeOverlay() string {
 	dir := filepath.Join(workDir, "kustomize")
 	Expect(os.MkdirAll(filepath.Join(dir, "overlay"), 0o700)).To(Succeed())
@@ -248,11 +248,9 @@ func kustomizeOverlay() string {
 	Expect(err).NotTo(HaveOccurred(), out)
 	repo, tag, _ := strings.Cut(managerImage, ":")
 	k := "resources:\n- ../config/default\nimages:\n- name: clearance-operator\n  newName: " + repo + "\n  newTag: " + tag + "\n"
-	if args := stsManagerArgs(); len(args) > 0 {
-		k += "patches:\n- target:\n    kind: Deployment\n  patch: |-\n"
-		for _, a := range args {
-			k += "    - op: add\n      path: /spec/template/spec/containers/0/args/-\n      value: " + a + "\n"
-		}
+	k += "patches:\n- target:\n    kind: Deployment\n  patch: |-\n"
+	for _, a := range stsManagerArgs() {
+		k += "    - op: add\n      path: /spec/template/spec/containers/0/args/-\n      value: " + a + "\n"
 	}
 	Expect(os.WriteFile(filepath.Join(dir, "overlay", "kustomization.yaml"), []byte(k), 0o600)).To(Succeed())
 	return filepath.Join(dir, "overlay")

@@ -29,26 +29,17 @@ import (
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
-// stsPolicyFlags switches on the manager's STS destination policy flags
-// (--sts-allow-cidrs, --sts-allow-http; chart values sts.allowCIDRs and
-// sts.allowHTTP). The emulator listens over plain HTTP on a private address,
-// which the default policy refuses; managers built before that policy
-// existed reject the unknown flags, so this stays false until they exist.
-const stsPolicyFlags = false
+// The manager refuses plain http and private STS addresses unless told
+// otherwise; the emulator listens over http on the bridge, so both
+// installs widen the policy to exactly the pods' subnet.
 
 // stsHelmValues are the chart values that let the manager reach the emulator.
 func stsHelmValues() []string {
-	if !stsPolicyFlags {
-		return nil
-	}
 	return []string{"sts.allowHTTP=true", fmt.Sprintf("sts.allowCIDRs={%s}", podCIDR)}
 }
 
 // stsManagerArgs are the same settings as manager flags, for kustomize.
 func stsManagerArgs() []string {
-	if !stsPolicyFlags {
-		return nil
-	}
 	return []string{"--sts-allow-http", "--sts-allow-cidrs=" + podCIDR}
 }
 
