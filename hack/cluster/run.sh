@@ -112,7 +112,7 @@ start() {
   PIDS[$name]=$!
 }
 
-# stop NAME: SIGTERM, then SIGKILL after 20 seconds.
+# stop NAME: SIGTERM, then SIGKILL if it lingers.
 stop() {
   local name="$1" pid="${PIDS[$1]:-}"
   [[ -n $pid ]] || return 0
@@ -410,9 +410,9 @@ healthzPort: 10248
 containerRuntimeEndpoint: unix://$W/containerd.sock
 imageServiceEndpoint: unix://$W/containerd.sock
 cgroupDriver: cgroupfs
-# The 1.35+ kubelet refuses cgroup v1 unless told otherwise.
+# Recent kubelets refuse cgroup v1 unless told otherwise.
 failCgroupV1: false
-# The default -999 needs CAP_SYS_RESOURCE.
+# The default, a negative score, needs CAP_SYS_RESOURCE.
 oomScoreAdj: 0
 failSwapOn: false
 protectKernelDefaults: false
@@ -433,7 +433,7 @@ EOF
 start kubelet "$NODE_BIN/kubelet" --config "$W/kubelet-config.yaml" --kubeconfig "$W/kubelet.kubeconfig" \
   --root-dir "$W/kubelet-root" --cert-dir "$W/kubelet-pki" --hostname-override "$NODE" --v=2
 
-### kube-proxy: the kubernetes Service (10.96.0.1:443) reaches the apiserver on the bridge.
+### kube-proxy: the kubernetes Service reaches the apiserver on the bridge.
 cat >"$W/kube-proxy-config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration

@@ -109,8 +109,8 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 			len(ds), longest.Round(100*time.Millisecond), median(ds).Round(100*time.Millisecond))
 		report("pod reads checked: %d, expired: 0", a.reads)
 		// A renewed token must reach the pod well before the old one expires:
-		// the renewal margin (a third of the lifetime) covers the kubelet's
-		// refresh delay (up to 1.5 x syncFrequency) with room to spare.
+		// the default renewal margin covers the kubelet's refresh delay
+		// (syncFrequency plus jitter) with room to spare.
 		Expect(longest).To(BeNumerically("<", tokenTTL/3), "propagation delays %v", ds)
 	})
 

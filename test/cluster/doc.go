@@ -1,4 +1,4 @@
-// Package cluster is the real-node suite of issue 15: the operator runs as a
+// Package cluster is the real-node suite: the operator runs as a
 // pod from its own image (make image) on a one-node cluster built from source
 // (hack/cluster/run.sh), installed with Helm and with kustomize, and pods read
 // their token from the mounted Secret.
