@@ -89,7 +89,7 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 
 		Eventually(func(g Gomega) []string {
 			return podLog(g, appsNS, envReader)
-		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainElement(HaveSuffix(" tenant "+emulator.Tenant())))
+		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainElement(HaveSuffix(" tenant " + emulator.Tenant())))
 	})
 
 	It("renews at least 3 times while the pod never reads an expired token, and sees each within the kubelet's delay", func() {
@@ -197,7 +197,7 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 			ctx, cancel := withTimeout(10 * time.Second)
 			defer cancel()
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: appsNS, Name: cred.secretName}, &corev1.Secret{}))
-		}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(BeTrue(), "the garbage collector left the token Secret")
+		}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(BeTrue(), "the garbage collector left the token Secret")
 		GinkgoWriter.Printf("token Secret garbage-collected %s after the credential's deletion\n", time.Since(start).Round(100*time.Millisecond))
 	})
 

@@ -92,7 +92,7 @@ func deleteNamespace(name string) {
 		ctx, cancel := withTimeout(10 * time.Second)
 		defer cancel()
 		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{}))
-	}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(BeTrue(), "namespace %s not deleted", name)
+	}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeTrue(), "namespace %s not deleted", name)
 }
 
 // operatorPods lists the running (not terminating) operator pods of a namespace.

@@ -140,7 +140,7 @@ func write(o options, img v1.Image) error {
 	// containerd names the imported image after io.containerd.image.name;
 	// the OCI ref.name annotation carries the tag, as the spec suggests.
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         o.name,
+		"io.containerd.image.name":          o.name,
 		"org.opencontainers.image.ref.name": tag,
 	})); err != nil {
 		return err
