@@ -62,7 +62,7 @@ func build(t *testing.T, dir string) (string, string) {
 	out := filepath.Join(dir, "manager.tar")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(testutil.RepoRoot(), "hack", "build-image.sh"), "manager", out)
+	cmd := exec.CommandContext(ctx, filepath.Join(testutil.RepoRoot(), "hack", "build-image.sh"), "manager", out) //nolint:gosec // the repository's script, a temporary path
 	cmd.Env = append(os.Environ(), "MANAGER_IMAGE="+imageName)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -126,7 +126,7 @@ func decode(t *testing.T, data []byte, v any) {
 
 func gitOutput(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.CommandContext(context.Background(), "git", append([]string{"-C", testutil.RepoRoot()}, args...)...).Output()
+	out, err := exec.CommandContext(context.Background(), "git", append([]string{"-C", testutil.RepoRoot()}, args...)...).Output() //nolint:gosec // fixed git queries
 	if err != nil {
 		t.Fatalf("git %v: %v", args, err)
 	}
