@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/clearance/clearancetest"
+	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
 // jwtPattern matches a compact JWS (an access token) anywhere in the output.
@@ -24,8 +26,14 @@ var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A
 // privateMarker is planted in invalid connection files; it must never be echoed.
 const privateMarker = "PRIVATEMARKERxyz"
 
-// mint runs the subcommand and returns its exit status, stdout and stderr.
+// mint runs the subcommand with the egress flags an emulator needs and
+// returns its exit status, stdout and stderr.
 func mint(args ...string) (int, string, string) {
+	return mintWithPolicy(slices.Concat(testutil.EmulatorEgressFlags, args)...)
+}
+
+// mintWithPolicy runs the subcommand with exactly args.
+func mintWithPolicy(args ...string) (int, string, string) {
 	var stdout, stderr bytes.Buffer
 	code := runMint(args, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
@@ -148,7 +156,33 @@ func TestMintUnreachableSTS(t *testing.T) {
 	g.Expect(time.Since(started)).To(BeNumerically("<", 10*time.Second))
 	g.Expect(errOut).To(ContainSubstring("error: token request failed: token request to STS " + srv.TokenEndpoint() + " failed"))
 	g.Expect(errOut).To(ContainSubstring("hint: " + clearance.HintUnreachable))
+	g.Expect(errOut).To(ContainSubstring("detail: connection refused"), "the file owner's own terminal gets the detail")
 	g.Expect(out).NotTo(ContainSubstring("endpoint:"))
+}
+
+func TestMintAppliesTheOperatorsDestinationPolicy(t *testing.T) {
+	g := NewWithT(t)
+	srv, _, path := newEmulator(t)
+	code, _, errOut := mintWithPolicy("--connection-file", path)
+	g.Expect(code).To(Equal(1))
+	g.Expect(errOut).To(ContainSubstring("is not allowed: http://"))
+	code, _, errOut = mintWithPolicy("--connection-file", path, "--sts-allow-http")
+	g.Expect(code).To(Equal(1))
+	g.Expect(errOut).To(ContainSubstring("it is a loopback address"))
+	g.Expect(srv.Stats().TokenRequests).To(BeZero(), "nothing was sent")
+	code, _, errOut = mintWithPolicy("--connection-file", path, "--sts-allow-cidrs=127.0.0.1")
+	g.Expect(code).To(Equal(2))
+	g.Expect(errOut).To(ContainSubstring(`--sts-allow-cidrs: invalid CIDR "127.0.0.1"`))
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	g := NewWithT(t)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("MEMORY_LIMIT_BYTES", "268435456")
+	g.Expect(setMemoryLimit()).To(Equal("241591905"))
+	g.Expect(debug.SetMemoryLimit(-1)).To(BeEquivalentTo(241591905), "90% of the container's limit")
+	t.Setenv("GOMEMLIMIT", "100MiB")
+	g.Expect(setMemoryLimit()).To(Equal("100MiB"), "GOMEMLIMIT wins")
 }
 
 func TestMintInvalidConnectionFile(t *testing.T) {

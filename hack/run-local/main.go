@@ -67,10 +67,16 @@ type options struct {
 	once           bool
 	connectionFile string
 	timeout        time.Duration
+	// managerArgs are extra manager flags (MANAGER_ARGS, split on spaces),
+	// e.g. the egress flags a CONNECTION_FILE naming a private STS needs.
+	managerArgs []string
 }
 
 func loadOptions(getenv func(string) string) (options, error) {
 	o := options{timeout: defaultTimeout, connectionFile: strings.TrimSpace(getenv("CONNECTION_FILE"))}
+	if args := strings.Fields(getenv("MANAGER_ARGS")); len(args) > 0 {
+		o.managerArgs = args
+	}
 	if v := strings.TrimSpace(getenv("RUN_LOCAL_ONCE")); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -30,6 +30,11 @@ import (
 // jwtPattern matches a compact JWS (an access token) anywhere in the output.
 var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`)
 
+
+// emulatorManagerArgs lets the manager reach the test's emulator, which
+// stands in for the real STS a CONNECTION_FILE names.
+var emulatorManagerArgs = "MANAGER_ARGS=" + strings.Join(testutil.EmulatorEgressFlags, " ")
+
 func TestLoadOptions(t *testing.T) {
 	g := NewWithT(t)
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -38,9 +43,11 @@ func TestLoadOptions(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(o).To(Equal(options{timeout: defaultTimeout}))
 
-	o, err = loadOptions(env(map[string]string{"RUN_LOCAL_ONCE": "1", "CONNECTION_FILE": " /x.json ", "RUN_LOCAL_TIMEOUT": "90s"}))
+	o, err = loadOptions(env(map[string]string{"RUN_LOCAL_ONCE": "1", "CONNECTION_FILE": " /x.json ", "RUN_LOCAL_TIMEOUT": "90s",
+		"MANAGER_ARGS": " --sts-allow-http  --sts-allow-cidrs=10.0.0.0/8 "}))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(o).To(Equal(options{once: true, connectionFile: "/x.json", timeout: 90 * time.Second}))
+	g.Expect(o).To(Equal(options{once: true, connectionFile: "/x.json", timeout: 90 * time.Second,
+		managerArgs: []string{"--sts-allow-http", "--sts-allow-cidrs=10.0.0.0/8"}}))
 
 	for _, bad := range []map[string]string{
 		{"RUN_LOCAL_ONCE": "maybe"},
@@ -250,7 +257,7 @@ func TestConnectionFileRenewalAndInterrupt(t *testing.T) {
 	connPath := filepath.Join(t.TempDir(), "connection.json")
 	g.Expect(cf.WriteFile(connPath)).To(Succeed())
 
-	p := startRunLocal(t, "RUN_LOCAL_ONCE=", "CONNECTION_FILE="+connPath, "RUN_LOCAL_TIMEOUT=2m")
+	p := startRunLocal(t, "RUN_LOCAL_ONCE=", "CONNECTION_FILE="+connPath, emulatorManagerArgs, "RUN_LOCAL_TIMEOUT=2m")
 	line, err := p.WaitForLine("using CONNECTION_FILE", 30*time.Second)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(line).To(ContainSubstring("client " + cf.ClientID() + ", STS " + sts.BaseURL()))
@@ -298,7 +305,7 @@ func TestOnceFailsFastOnRejectedKey(t *testing.T) {
 	connPath := filepath.Join(t.TempDir(), "connection.json")
 	g.Expect(cf.WriteFile(connPath)).To(Succeed())
 
-	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+connPath, "RUN_LOCAL_TIMEOUT=2m")
+	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+connPath, emulatorManagerArgs, "RUN_LOCAL_TIMEOUT=2m")
 	waitExit(t, p, runTimeout)
 	out := p.Output()
 	var exitErr *exec.ExitError
@@ -319,7 +326,7 @@ func TestInvalidConnectionFileFailsBeforeStarting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "connection.json")
 	g.Expect(os.WriteFile(path, []byte(`{"ServicePrincipalId": "PRIVATE-MARKER", "TenantId": "t"}`), 0o600)).To(Succeed())
 
-	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+path)
+	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+path, emulatorManagerArgs)
 	waitExit(t, p, 30*time.Second)
 	out := p.Output()
 	g.Expect(p.ExitErr()).To(HaveOccurred())

@@ -287,6 +287,7 @@ func (s *session) startManager(bin string) error {
 		// by default; a CONNECTION_FILE's real STS gets the shipped policy.
 		args = append(args, testutil.EmulatorEgressFlags...)
 	}
+	args = append(args, s.opts.managerArgs...)
 	// KUBECONFIG overrides whatever the user has set: never a real cluster.
 	p, err := testutil.StartProcess(bin, args, []string{"KUBECONFIG=" + s.kubeconfig}, filepath.Join(s.tmp, "manager.log"))
 	if err != nil {

@@ -62,7 +62,7 @@ func TestCheckEndpoint(t *testing.T) {
 // countingListener accepts connections on loopback and counts them.
 func countingListener(t *testing.T) (addr string, accepted *atomic.Int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestMintRefusesForbiddenDestinationsWithoutSendingAPacket(t *testing.T) {
 // hungListener accepts connections and never answers.
 func hungListener(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
