@@ -68,6 +68,14 @@ test-monitoring: $(HELM) $(PROMTOOL) ## Test the chart's alert rules and dashboa
 test-faults: envtest-assets ## Run the slow fault-injection suite (minutes; manager and apiserver restarts).
 	go test -tags faults -count=1 -timeout 40m ./test/faults/...
 
+.PHONY: test-cluster
+test-cluster: envtest-assets $(HELM) ## Run the real-node suite: a one-node cluster from source, the operator as a pod (needs root; ~15 minutes).
+	hack/cluster/run.sh go test -tags cluster -count=1 -timeout 45m -v ./test/cluster/... -args -ginkgo.v
+
+.PHONY: cluster
+cluster: envtest-assets ## Run the one-node cluster until interrupted (needs root); prints its KUBECONFIG.
+	hack/cluster/run.sh
+
 .PHONY: run-local
 run-local: envtest-assets ## Run the operator locally: throwaway control plane, STS emulator, sample credential.
 	go run ./hack/run-local
@@ -106,6 +114,10 @@ plugin: ## Build the kubectl plugin into bin/kubectl-clearance (put bin/ on PATH
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . $(ARGS)
+
+.PHONY: image
+image: ## Build the manager image as an OCI image archive, without Docker, into bin/image/.
+	hack/build-image.sh manager $(LOCALBIN)/image/clearance-operator.tar
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

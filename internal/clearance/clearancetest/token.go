@@ -603,3 +603,30 @@ func writeOAuthError(w http.ResponseWriter, e *oauthError) {
 	w.WriteHeader(e.status)
 	_, _ = w.Write(body) // a failed write means the client went away
 }
+
+// AccessToken is what VerifyAccessToken learned from a valid access token.
+type AccessToken struct {
+	ClientID  string
+	TenantID  string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// VerifyAccessToken checks an access token the way a resource server trusting
+// this emulator would: signed with its key, issued by it, for its audience,
+// and not expired on the emulator's clock. Errors never contain the token.
+func (s *Server) VerifyAccessToken(token string) (AccessToken, error) {
+	claims := &accessTokenClaims{}
+	_, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return &s.signKey.PublicKey, nil },
+		jwt.WithValidMethods([]string{"RS256"}), jwt.WithIssuer(s.base), jwt.WithAudience(s.cfg.accessAudience),
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.Now))
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("clearancetest: invalid access token: %w", err)
+	}
+	return AccessToken{
+		ClientID:  claims.ClientID,
+		TenantID:  claims.TenantID,
+		IssuedAt:  claims.IssuedAt.Time,
+		ExpiresAt: claims.ExpiresAt.Time,
+	}, nil
+}

@@ -636,3 +636,33 @@ func TestNewServerRejectsNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyAccessToken(t *testing.T) {
+	srv := newServer(t)
+	other := newServer(t)
+	cf := newClient(t, srv, 1)
+	tok := request(t, srv, cf, "form").str("access_token")
+
+	at, err := srv.VerifyAccessToken(tok)
+	if err != nil {
+		t.Fatalf("a token the emulator issued: %v", err)
+	}
+	if at.ClientID != cf.ClientID() || at.TenantID != srv.Tenant() {
+		t.Fatalf("client %q tenant %q, want %q %q", at.ClientID, at.TenantID, cf.ClientID(), srv.Tenant())
+	}
+	if got := at.ExpiresAt.Sub(at.IssuedAt); got != srv.TokenTTL() {
+		t.Fatalf("lifetime %v, want %v", got, srv.TokenTTL())
+	}
+	if _, err := other.VerifyAccessToken(tok); err == nil {
+		t.Fatal("another emulator accepted the token")
+	}
+	if _, err := srv.VerifyAccessToken(tok[:len(tok)-2]); err == nil {
+		t.Fatal("a truncated signature was accepted")
+	}
+	srv.SetClockOffset(srv.TokenTTL() + time.Second)
+	if _, err := srv.VerifyAccessToken(tok); err == nil {
+		t.Fatal("an expired token was accepted")
+	} else if strings.Contains(err.Error(), tok) {
+		t.Fatal("the error contains the token")
+	}
+}
