@@ -718,9 +718,12 @@ func (r *ClearanceCredentialReconciler) mintFailed(ctx context.Context, s *recon
 	r.event(s.cred, corev1.EventTypeWarning, EventMintFailed, "Mint", reason+": "+msg)
 
 	next := fmt.Sprintf("next attempt at %s", formatTime(retryAt))
-	if reason == clearancev1alpha1.ReasonCredentialRejected || reason == clearancev1alpha1.ReasonDestinationNotAllowed {
+	switch reason {
+	case clearancev1alpha1.ReasonCredentialRejected:
 		r.setStalled(s, reason, fmt.Sprintf("%s; fix the connection file or the service account, then the token is requested at once (safety retry at %s)", msg, formatTime(retryAt)))
-	} else {
+	case clearancev1alpha1.ReasonDestinationNotAllowed:
+		r.setStalled(s, reason, fmt.Sprintf("%s; put the STS's public https address in the connection file (a private STS needs the operator's administrator to allow it), then the token is requested at once (safety retry at %s)", msg, formatTime(retryAt)))
+	default:
 		meta.RemoveStatusCondition(&st.Conditions, clearancev1alpha1.ConditionStalled)
 		r.setCondition(s, clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, msg+"; "+next)
 	}
