@@ -867,9 +867,10 @@ func (r *ClearanceCredentialReconciler) event(cred *clearancev1alpha1.ClearanceC
 	r.Recorder.Eventf(cred, nil, eventType, reason, action, "%s", capMessage(note))
 }
 
-// maxMessageBytes caps every condition message and event note. Parts of a
-// message come from a tenant's input (addresses, names); the API refuses
-// event notes over 1 KiB, which would lose the event.
+// maxMessageBytes caps every condition message and event note, well under
+// what the API accepts. Parts of a message come from a tenant's input
+// (addresses, names), and the API refuses a longer event note, losing the
+// event.
 const maxMessageBytes = 900
 
 // capMessage shortens msg to maxMessageBytes at a character boundary.

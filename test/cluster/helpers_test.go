@@ -164,23 +164,11 @@ type credential struct {
 func createCredential(namespace, name string) credential {
 	cf, err := emulator.NewConnectionFile(clearancetest.WithSTSAddresses(stsBaseURL))
 	Expect(err).NotTo(HaveOccurred())
-	data := cf.Data
-	c := credential{namespace: namespace, name: name, secretName: name + "-token", clientID: cf.ClientID()}
+	c := credential{namespace: namespace, name: name, clientID: cf.ClientID()}
 	ctx, cancel := withTimeout(10 * time.Second)
 	defer cancel()
-	conn := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name + "-connection"},
-		Data:       map[string][]byte{"config.json": data},
-	}
-	Expect(k8sClient.Create(ctx, conn)).To(Succeed())
-	cred := &clearancev1alpha1.ClearanceCredential{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Spec: clearancev1alpha1.ClearanceCredentialSpec{
-			ConnectionSecretRef: clearancev1alpha1.SecretKeyRef{Name: conn.Name},
-			SecretName:          c.secretName,
-		},
-	}
-	Expect(k8sClient.Create(ctx, cred)).To(Succeed())
+	c.secretName, err = testutil.CreateCredential(ctx, k8sClient, namespace, name, cf.Data)
+	Expect(err).NotTo(HaveOccurred())
 	return c
 }
 

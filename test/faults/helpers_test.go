@@ -174,16 +174,26 @@ func requests(srv *clearancetest.Server, clientID string) int64 {
 	return n
 }
 
-// eventReasons lists the reasons of the events about a credential.
-func eventReasons(ctx context.Context, cl client.Client, ns, name string) []string {
+// credentialEvents lists the events about a credential.
+func credentialEvents(ctx context.Context, cl client.Client, ns, name string) []eventsv1.Event {
 	GinkgoHelper()
 	list := &eventsv1.EventList{}
 	Expect(cl.List(ctx, list, client.InNamespace(ns))).To(Succeed())
-	var reasons []string
+	var events []eventsv1.Event
 	for _, e := range list.Items {
 		if e.Regarding.Name == name && e.Regarding.Kind == "ClearanceCredential" {
-			reasons = append(reasons, e.Reason)
+			events = append(events, e)
 		}
+	}
+	return events
+}
+
+// eventReasons lists the reasons of the events about a credential.
+func eventReasons(ctx context.Context, cl client.Client, ns, name string) []string {
+	GinkgoHelper()
+	var reasons []string
+	for _, e := range credentialEvents(ctx, cl, ns, name) {
+		reasons = append(reasons, e.Reason)
 	}
 	return reasons
 }

@@ -17,7 +17,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -303,8 +302,8 @@ var _ = Describe("Tenant isolation (manager processes)", Ordered, func() {
 				haveCondition(metav1.ConditionFalse, clearancev1alpha1.ReasonSTSUnavailable))
 			Expect(ready.Message).To(ContainSubstring(c.class), c.name)
 			messages := ready.Message
-			for _, e := range eventMessages(ctx, ns, c.name) {
-				messages += "\n" + e
+			for _, e := range credentialEvents(ctx, k8sClient, ns, c.name) {
+				messages += "\n" + e.Note
 			}
 			for _, leak := range []string{"refused", "x509", "certificate", "authority", bodyMarker} {
 				Expect(messages).NotTo(ContainSubstring(leak), "%s: status and events name the class only", c.name)
@@ -376,17 +375,3 @@ var _ = Describe("Tenant isolation (manager processes)", Ordered, func() {
 		processLogs = append(processLogs, proc)
 	})
 })
-
-// eventMessages returns the notes of the events about a credential.
-func eventMessages(ctx context.Context, ns, name string) []string {
-	GinkgoHelper()
-	list := &eventsv1.EventList{}
-	Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
-	var out []string
-	for _, e := range list.Items {
-		if e.Regarding.Name == name && e.Regarding.Kind == "ClearanceCredential" {
-			out = append(out, e.Note)
-		}
-	}
-	return out
-}
