@@ -184,39 +184,18 @@ func runManager(args []string) int {
 		return 1
 	}
 
-	secretMetadata, err := controller.NewSecretMetadataCache(mgr.GetConfig(), cache.Options{
-		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), DefaultNamespaces: cacheOpts.DefaultNamespaces,
-	})
-	if err != nil {
-		setupLog.Error(err, "unable to create the Secret metadata cache")
-		return 1
-	}
-	if err := mgr.Add(secretMetadata); err != nil {
-		setupLog.Error(err, "unable to add the Secret metadata cache")
-		return 1
-	}
-
-	recorder, err := controller.NewEventRecorder(mgr, "clearance-operator")
-	if err != nil {
-		setupLog.Error(err, "unable to set up the event recorder")
-		return 1
-	}
-
 	stsOpts := []clearance.Option{clearance.WithEgress(egressOpts), clearance.WithClock(clock.RealClock{})}
 	if stsRequestsPerSecond > 0 {
 		stsOpts = append(stsOpts, clearance.WithRequestLimiter(rate.NewLimiter(rate.Limit(stsRequestsPerSecond), max(1, stsRequestBurst))))
 	}
-	r := &controller.ClearanceCredentialReconciler{
-		Client:                         mgr.GetClient(),
-		APIReader:                      mgr.GetAPIReader(),
+	if err := controller.Setup(mgr, controller.Options{
 		Minter:                         clearance.NewClient(stsOpts...),
-		Recorder:                       recorder,
-		Clock:                          clock.RealClock{},
+		Namespaces:                     splitNamespaces(namespaces),
+		MaxConcurrentReconciles:        maxConcurrentReconciles,
 		RenewalSpread:                  renewalSpread,
 		MinForcedMintInterval:          minForcedMintInterval,
 		MaxConcurrentMintsPerNamespace: mintsPerNamespace,
-	}
-	if err := r.SetupWithManager(mgr, secretMetadata, maxConcurrentReconciles); err != nil {
+	}); err != nil {
 		setupLog.Error(err, "unable to set up the controller")
 		return 1
 	}

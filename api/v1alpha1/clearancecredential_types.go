@@ -134,7 +134,7 @@ type ClearanceCredentialStatus struct {
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// renewalTime is when the next mint is scheduled.
+	// renewalTime is when the stored token is renewed; empty while requests fail (see nextAttemptTime).
 	// +optional
 	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
 
@@ -158,6 +158,16 @@ type ClearanceCredentialStatus struct {
 	// failedAttempts counts consecutive failed mints; reset by a success.
 	// +optional
 	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// nextAttemptTime is when the next token request is made after a failed one.
+	// +optional
+	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+
+	// failedInputs identifies (as a hash) the connection Secret version, spec generation and
+	// refresh request the failed requests were made with: a change of any of them is retried
+	// at once instead of at nextAttemptTime.
+	// +optional
+	FailedInputs string `json:"failedInputs,omitempty"`
 }
 
 // ClearanceCredential keeps a Genetec Clearance access token fresh in a Secret.

@@ -18,8 +18,6 @@ const (
 const (
 	// ReasonTokenValid: the target Secret holds a valid token.
 	ReasonTokenValid = "TokenValid"
-	// ReasonMinting: a token is being requested.
-	ReasonMinting = "Minting"
 	// ReasonConnectionSecretNotFound: the connection Secret or its key does not exist.
 	ReasonConnectionSecretNotFound = "ConnectionSecretNotFound"
 	// ReasonConnectionInvalid: the connection file cannot be used (syntax, key, addresses).

@@ -18,7 +18,6 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
-	"github.com/clearance-operator/clearance-operator/internal/controller"
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
@@ -362,7 +361,7 @@ func (e *env) floorReconcile(ctx context.Context, sts *clearance.Client, in *cre
 	// The first address of each address list is required content of the
 	// target Secret too (#5), so the floor writes it as the operator does.
 	for member, addr := range conn.FirstAddresses {
-		secret.Data[controller.AddressDataKey(member)] = []byte(addr)
+		secret.Data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
 	}
 	if err := withRetry(ctx, func() error { return e.client.Create(ctx, secret) }); err != nil {
 		return fmt.Errorf("creating target Secret: %w", err)

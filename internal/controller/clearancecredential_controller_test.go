@@ -26,9 +26,11 @@ var _ = Describe("ClearanceCredential controller", Ordered, func() {
 	)
 
 	BeforeAll(func() {
-		mgr = startManager(func(r *ClearanceCredentialReconciler) {
-			statusPatches = countStatusPatches(r.Client)
-			r.Client = statusPatches
+		mgr = startManager(func(s *managerSetup) {
+			s.wrapClient = func(c client.Client) client.Client {
+				statusPatches = countStatusPatches(c)
+				return statusPatches
+			}
 		})
 	})
 	AfterAll(func() { mgr.stop() })
@@ -473,7 +475,7 @@ func gaugeValue(name, ns, cred string) float64 {
 
 var _ = Describe("Renewal spread", Ordered, func() {
 	It("spreads the first renewals of credentials created together over most of the renewal period", func(ctx context.Context) {
-		mgr := startManager(func(r *ClearanceCredentialReconciler) { r.RenewalSpread = DefaultRenewalSpread })
+		mgr := startManager(func(s *managerSetup) { s.opts.RenewalSpread = DefaultRenewalSpread })
 		defer mgr.stop()
 		ns := newNamespace(ctx)
 		srv := newEmulator(clearancetest.WithTokenTTL(time.Hour))

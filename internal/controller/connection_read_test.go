@@ -64,7 +64,7 @@ func TestReadConnectionSecret(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			reader := &recordingReader{answers: tc.answers}
-			r := &ClearanceCredentialReconciler{APIReader: reader}
+			r := &ClearanceCredentialReconciler{apiReader: reader}
 			secret, err := r.readConnectionSecret(context.Background(), types.NamespacedName{Namespace: "ns", Name: "conn"}, tc.seen)
 			g.Expect(reader.asked).To(Equal(tc.asked))
 			g.Expect(reader.answers).To(BeEmpty(), "every canned answer used")

@@ -2,9 +2,16 @@ package controller
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
-	"strings"
+	"errors"
+	"strconv"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
+	"github.com/clearance-operator/clearance-operator/internal/clearance"
 )
 
 // MintReason says why a new token is needed; MintNotNeeded when the stored one is fine.
@@ -60,8 +67,19 @@ type StoredToken struct {
 	ExpiresAt      time.Time
 	RenewAt        time.Time
 	ConnectionHash string
-	SpecHash       string
-	RefreshRequest string
+	// ConnectionVersion is the connection Secret's resourceVersion the
+	// token was minted from: while it stands, ConnectionHash needs no read.
+	ConnectionVersion string
+	SpecHash          string
+	RefreshRequest    string
+	// Endpoint and KeyID say which STS endpoint issued the token and which key signed for it.
+	Endpoint string
+	KeyID    string
+}
+
+// validAt reports whether a token is stored and unexpired at now.
+func (s *StoredToken) validAt(now time.Time) bool {
+	return s != nil && s.HasToken && now.Before(s.ExpiresAt)
 }
 
 // MintInput is everything DecideMint looks at.
@@ -274,27 +292,86 @@ func shortHash(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
-// lowerCamel turns a .NET member name into a lowerCamel data key:
-// "DocumentStoreBaseAddresses" -> "documentStoreBaseAddresses", "CADApiAddresses" -> "cadApiAddresses".
-func lowerCamel(s string) string {
-	r := []rune(s)
-	i := 0
-	for i < len(r) && r[i] >= 'A' && r[i] <= 'Z' {
-		i++
-	}
-	switch {
-	case i == 0:
-		return s
-	case i == 1 || i == len(r):
-		return strings.ToLower(string(r[:i])) + string(r[i:])
-	default: // an acronym: keep the capital that starts the next word
-		return strings.ToLower(string(r[:i-1])) + string(r[i-1:])
-	}
+// objectJitter is a number in [0, 1) derived from an object's UID and a
+// salt: stable for the same inputs, so nothing needs remembering, and spread
+// across objects, so credentials that failed or were created together do not
+// retry or renew together.
+func objectJitter(uid types.UID, salt string) float64 {
+	sum := sha256.Sum256([]byte(string(uid) + "\x00" + salt))
+	return float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53)
 }
 
-// AddressDataKey is the target Secret data key for the first address of a
-// connection-file address list: "DocumentStoreBaseAddresses" -> "documentStoreBaseAddress".
-func AddressDataKey(member string) string {
-	k := lowerCamel(member)
-	return strings.TrimSuffix(k, "es")
+// mintFailure is what a failed token request means for the credential.
+type mintFailure struct {
+	// reason is the condition reason.
+	reason string
+	// message says what failed, without secrets (see clearance error types).
+	message string
+	// wait is the time until the next attempt.
+	wait time.Duration
+	// outcome is the token request metric's label.
+	outcome string
+}
+
+// classifyMintFailure decides how a failed token request is reported and
+// retried. attempt counts the failures in a row, this one included;
+// expiresAt is the stored token's expiry while it is valid. A rejection
+// waits for an input change (or the slow safety retry), a refused
+// destination likewise, a 429 at least its Retry-After, the rest back off
+// exponentially.
+func classifyMintFailure(err error, attempt int32, jitter float64, now time.Time, expiresAt *time.Time) mintFailure {
+	var (
+		rejected    *clearance.RejectedError
+		rateLimited *clearance.RateLimitedError
+		forbidden   *clearance.DestinationError
+	)
+	msg := err.Error()
+	if hint := clearance.Hint(err); hint != "" {
+		msg += " (" + hint + ")"
+	}
+	f := mintFailure{message: msg}
+	switch {
+	case errors.As(err, &rejected):
+		f.reason, f.outcome, f.wait = clearancev1alpha1.ReasonCredentialRejected, outcomeRejected, RejectedRetryInterval
+		if clearance.Hint(err) == clearance.HintClockSkew {
+			// A clock is fixed without touching the spec or the Secret, so a
+			// skew rejection is retried on the transient schedule.
+			f.wait = FailureBackoff(attempt, jitter, now, expiresAt)
+		}
+		if expiresAt != nil && expiresAt.Sub(now) < f.wait {
+			f.wait = expiresAt.Sub(now) // to report the expiry when it comes
+		}
+	case errors.As(err, &forbidden):
+		// Nothing was sent: only the connection file or the operator's
+		// egress flags can change this, and both bring the credential back.
+		f.reason, f.outcome = clearancev1alpha1.ReasonDestinationNotAllowed, outcomeRejected
+		f.wait = capToExpiry(RejectedRetryInterval, now, expiresAt)
+	case errors.As(err, &rateLimited):
+		f.reason, f.outcome = clearancev1alpha1.ReasonRateLimited, outcomeRateLimited
+		f.wait = RateLimitedWait(rateLimited.RetryAfter, attempt, jitter, now, expiresAt)
+	default:
+		f.reason, f.outcome = clearancev1alpha1.ReasonSTSUnavailable, outcomeTransient
+		f.wait = FailureBackoff(attempt, jitter, now, expiresAt)
+	}
+	return f
+}
+
+// failedInputs identifies what a failed request was made from: the
+// connection Secret's version, the spec's generation and the refresh
+// request. A change of any of them is worth trying at once.
+func failedInputs(connectionVersion string, generation int64, refresh string) string {
+	return shortHash(connectionVersion, strconv.FormatInt(generation, 10), refresh)
+}
+
+// backoffUntil returns when the next token request may be made after the
+// failures on record, or the zero time when it may be made now: when none
+// failed, when the inputs changed since, or when the retry time has come.
+func backoffUntil(status *clearancev1alpha1.ClearanceCredentialStatus, inputs string, now time.Time) time.Time {
+	if status.FailedAttempts == 0 || status.NextAttemptTime == nil || status.FailedInputs != inputs {
+		return time.Time{}
+	}
+	if at := status.NextAttemptTime.Time; now.Before(at) {
+		return at
+	}
+	return time.Time{}
 }

@@ -195,23 +195,6 @@ func TestFailureBackoff(t *testing.T) {
 	}
 }
 
-func TestAddressDataKey(t *testing.T) {
-	tests := map[string]string{
-		"SecurityTokenServiceBaseAddresses": "securityTokenServiceBaseAddress",
-		"DocumentStoreBaseAddresses":        "documentStoreBaseAddress",
-		"CADApiAddresses":                   "cadApiAddress",
-		"ApiBaseAddresses":                  "apiBaseAddress",
-		"APIBaseAddresses":                  "apiBaseAddress",
-		"URL":                               "url",
-		"already":                           "already",
-	}
-	for in, want := range tests {
-		if got := AddressDataKey(in); got != want {
-			t.Errorf("AddressDataKey(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestShortHash(t *testing.T) {
 	a := shortHash("a", "bc")
 	if len(a) != 32 || strings.Trim(a, "0123456789abcdef") != "" {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,13 +41,13 @@ func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
 	return opts
 }
 
-// NewSecretMetadataCache returns a cache that watches the metadata of the
+// newSecretMetadataCache returns a cache that watches the metadata of the
 // Secrets the operator does not manage (the managed ones are in the manager's
 // cache already, and their writes would be watched twice) and keeps just
 // namespace, name and resourceVersion of each: enough to learn that a
 // connection Secret changed (or that a conflicting target Secret went away)
 // without holding Secret data, labels or annotations.
-func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
+func newSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
 	notManaged, err := labels.NewRequirement(clearancev1alpha1.ManagedByLabel, selection.NotEquals, []string{clearancev1alpha1.ManagedByValue})
 	if err != nil {
 		return nil, err
@@ -71,18 +72,26 @@ func NewSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 	return cache.New(cfg, opts)
 }
 
-// SetupWithManager registers the controller, its indexes and its watches.
-func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadata cache.Cache, maxConcurrentReconciles int) error {
-	r.pending = map[types.NamespacedName]*mintedToken{}
-	r.failures = map[types.NamespacedName]*failureState{}
-	r.sources = map[types.NamespacedName]*sourceState{}
-	r.written = map[types.NamespacedName]ownWrite{}
-	r.statusWrites = map[types.NamespacedName]statusWrite{}
-	r.secretUsers = newSecretUsers()
-	r.mintSlots = newMintSlots(r.MaxConcurrentMintsPerNamespace)
-	if r.SecretMetadata == nil {
-		r.SecretMetadata = secretMetadata
+// Setup builds the controller with its Secret metadata cache and event
+// recorder and registers it with mgr. The manager's cache must have been
+// created with ManagedSecretsCacheOptions.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	opts = opts.withDefaults()
+	cacheOpts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}
+	if len(opts.Namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range opts.Namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
 	}
+	secretMetadata, err := newSecretMetadataCache(mgr.GetConfig(), cacheOpts)
+	if err != nil {
+		return fmt.Errorf("creating the Secret metadata cache: %w", err)
+	}
+	if err := mgr.Add(secretMetadata); err != nil {
+		return err
+	}
+	r := newReconciler(mgr.GetClient(), mgr.GetAPIReader(), secretMetadata, mgr.GetEventRecorder(FieldOwner), opts)
 	credentialMetrics.setReader(mgr.GetCache())
 
 	secretMD := &metav1.PartialObjectMetadata{}
@@ -95,7 +104,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 		For(&clearancev1alpha1.ClearanceCredential{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Restores a deleted or edited target Secret promptly.
-		Owns(&corev1.Secret{}, builder.WithPredicates(r.notOwnEcho())).
+		Owns(&corev1.Secret{}, builder.WithPredicates(notOwnTokenWrite())).
 		// A managed Secret going away frees its name for a credential that
 		// was waiting on it (TargetConflict).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -106,7 +115,7 @@ func (r *ClearanceCredentialReconciler) SetupWithManager(mgr ctrl.Manager, secre
 			handler.TypedEnqueueRequestsFromMapFunc(r.credentialsForSecret),
 			predicate.TypedResourceVersionChangedPredicate[*metav1.PartialObjectMetadata]{},
 			notOwnTargetWrite())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
 
@@ -150,26 +159,25 @@ func credentialController(obj metav1.Object) *metav1.OwnerReference {
 	return ref
 }
 
-// notOwnEcho drops the create or update event of a target Secret that is the
-// echo of this process's own last write (same resourceVersion): the reconcile
-// that wrote it has already reported it, and a second one would find nothing
-// to do, or find the credential's status not yet back from the watch and wait
-// for it. Any other change (an edit, a delete, a write by someone else) has
-// another resourceVersion and passes.
-func (r *ClearanceCredentialReconciler) notOwnEcho() predicate.Predicate {
-	echo := func(o client.Object) bool {
-		ref := credentialController(o)
-		if ref == nil {
+// notOwnTokenWrite drops the create or update event of a target Secret that
+// brings nothing but a new intact token: this controller's own write, which
+// the reconcile that made it has already reported. Anything else passes: a
+// delete, an edited or missing token, changed metadata with the same token.
+func notOwnTokenWrite() predicate.Predicate {
+	newToken := func(old, cur client.Object) bool {
+		s, ok := cur.(*corev1.Secret)
+		if !ok || credentialController(s) == nil || string(s.Data[dataTokenState]) != tokenStateIntact {
 			return false
 		}
-		r.mu.Lock()
-		w, ok := r.written[types.NamespacedName{Namespace: o.GetNamespace(), Name: ref.Name}]
-		r.mu.Unlock()
-		return ok && w.resourceVersion != "" && w.resourceVersion == o.GetResourceVersion()
+		if old == nil {
+			return true
+		}
+		prev, ok := old.(*corev1.Secret)
+		return ok && prev.Annotations[annotationIssuedAt] != s.Annotations[annotationIssuedAt]
 	}
 	return predicate.Funcs{
-		CreateFunc:  func(e event.CreateEvent) bool { return !echo(e.Object) },
-		UpdateFunc:  func(e event.UpdateEvent) bool { return !echo(e.ObjectNew) },
+		CreateFunc:  func(e event.CreateEvent) bool { return !newToken(nil, e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return !newToken(e.ObjectOld, e.ObjectNew) },
 		DeleteFunc:  func(event.DeleteEvent) bool { return true },
 		GenericFunc: func(event.GenericEvent) bool { return true },
 	}

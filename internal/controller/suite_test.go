@@ -79,11 +79,25 @@ func (m *runningManager) stop() {
 	Eventually(m.done, 30*time.Second).Should(BeClosed())
 }
 
-// startManager starts the controller against the envtest apiserver, with the
-// same cache restrictions and watches as the shipped manager. Without
-// options the first renewal is not spread (RenewalSpread 0), so specs can
-// time renewals at renewBefore with the 10% jitter.
-func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager {
+// managerSetup is what a spec may change in the manager startManager runs.
+type managerSetup struct {
+	opts Options
+	// wrapClient, when set, wraps the manager's client (to count its writes).
+	wrapClient func(client.Client) client.Client
+}
+
+// startManager starts the controller against the envtest apiserver, wired
+// by Setup as main.go wires it. Without changes the first renewal is not
+// spread (RenewalSpread 0), so specs can time renewals at renewBefore with
+// the 10% jitter.
+func startManager(changes ...func(*managerSetup)) *runningManager {
+	setup := managerSetup{opts: Options{
+		Minter:                  clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
+		MaxConcurrentReconciles: 4,
+	}}
+	for _, change := range changes {
+		change(&setup)
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -91,24 +105,16 @@ func startManager(opts ...func(*ClearanceCredentialReconciler)) *runningManager 
 		Cache:                  ManagedSecretsCacheOptions(cache.Options{}),
 		// Several managers run one after another in this process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		NewClient: func(cfg *rest.Config, o client.Options) (client.Client, error) {
+			c, err := client.New(cfg, o)
+			if err != nil || setup.wrapClient == nil {
+				return c, err
+			}
+			return setup.wrapClient(c), nil
+		},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	md, err := NewSecretMetadataCache(mgr.GetConfig(), cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
-	Expect(err).NotTo(HaveOccurred())
-	Expect(mgr.Add(md)).To(Succeed())
-	recorder, err := NewEventRecorder(mgr, "clearance-operator")
-	Expect(err).NotTo(HaveOccurred())
-	r := &ClearanceCredentialReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Minter:    clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress), clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(2*time.Second)),
-		Recorder:  recorder,
-		Clock:     clock.RealClock{},
-	}
-	for _, o := range opts {
-		o(r)
-	}
-	Expect(r.SetupWithManager(mgr, md, 4)).To(Succeed())
+	Expect(Setup(mgr, setup.opts)).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

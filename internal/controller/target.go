@@ -24,12 +24,15 @@ const (
 	annotationIssuedAt       = annotationPrefix + "issued-at"
 	annotationRenewalTime    = annotationPrefix + "renewal-time"
 	annotationConnectionHash = annotationPrefix + "connection-hash"
-	annotationSpecHash       = annotationPrefix + "spec-hash"
-	annotationTokenHash      = annotationPrefix + "token-hash"
-	annotationRefresh        = annotationPrefix + "refresh-requested-at"
-	annotationTokenEndpoint  = annotationPrefix + "token-endpoint"
-	annotationKeyID          = annotationPrefix + "key-id"
-	annotationTemplateHash   = annotationPrefix + "template-hash"
+	// annotationConnectionVersion is the connection Secret's resourceVersion
+	// when the token was minted.
+	annotationConnectionVersion = annotationPrefix + "connection-version"
+	annotationSpecHash          = annotationPrefix + "spec-hash"
+	annotationTokenHash         = annotationPrefix + "token-hash"
+	annotationRefresh           = annotationPrefix + "refresh-requested-at"
+	annotationTokenEndpoint     = annotationPrefix + "token-endpoint"
+	annotationKeyID             = annotationPrefix + "key-id"
+	annotationTemplateHash      = annotationPrefix + "template-hash"
 )
 
 // dataTokenState is the data key slimTargetSecret puts on the copies the
@@ -50,13 +53,13 @@ const FieldOwner = "clearance-operator"
 
 // mintedToken is a token with the inputs it was minted from and its schedule.
 type mintedToken struct {
-	token          *clearance.Token
-	connection     *clearance.ConnectionFile
-	connectionHash string
-	specHash       string
-	refreshRequest string
-	renewAt        time.Time
-	renewTooLong   bool
+	token             *clearance.Token
+	connection        *clearance.ConnectionFile
+	connectionHash    string
+	connectionVersion string
+	specHash          string
+	refreshRequest    string
+	renewAt           time.Time
 }
 
 // tokenDataHash covers the data keys a pod reads, so edits are noticed.
@@ -69,9 +72,8 @@ func tokenDataHash(token, expiresAt, tokenType string) string {
 // transform, readTarget to the Secrets it GETs): the token and the copied
 // connection-file fields are dropped, and a verdict on the token, computed
 // here from the full data, takes their place, as do the annotations only that
-// verdict needed. The cache then holds no token (about 2 KB per credential,
-// 20 MB at 10,000). It mutates s, and is idempotent, as client-go requires of
-// a transform (an object may pass twice).
+// verdict needed. The cache then holds no token. It mutates s, and is
+// idempotent, as client-go requires of a transform (an object may pass twice).
 func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
 	if _, slimmed := s.Data[dataTokenState]; slimmed {
 		return s
@@ -121,7 +123,7 @@ func slimTargetSecret(s *corev1.Secret) *corev1.Secret {
 // keptAnnotations are the annotations the operator reads from the target
 // Secrets it holds.
 var keptAnnotations = []string{
-	annotationIssuedAt, annotationRenewalTime, annotationConnectionHash, annotationSpecHash,
+	annotationIssuedAt, annotationRenewalTime, annotationConnectionHash, annotationConnectionVersion, annotationSpecHash,
 	annotationRefresh, annotationTokenEndpoint, annotationKeyID, annotationTemplateHash,
 }
 
@@ -155,6 +157,10 @@ func storedTokenFrom(s *corev1.Secret) *StoredToken {
 		ConnectionHash: s.Annotations[annotationConnectionHash],
 		SpecHash:       s.Annotations[annotationSpecHash],
 		RefreshRequest: s.Annotations[annotationRefresh],
+
+		ConnectionVersion: s.Annotations[annotationConnectionVersion],
+		Endpoint:          s.Annotations[annotationTokenEndpoint],
+		KeyID:             s.Annotations[annotationKeyID],
 	}
 	// The expiry in the data is what pods read, so it is the one that counts.
 	st.ExpiresAt = parseTime(string(s.Data[clearancev1alpha1.SecretKeyExpiresAt]))
@@ -189,13 +195,14 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 		clearancev1alpha1.SecretKeyClientID:  []byte(m.connection.ClientID()),
 	}
 	for member, addr := range m.connection.FirstAddresses {
-		data[AddressDataKey(member)] = []byte(addr)
+		data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
 	}
 	annotations = map[string]string{
 		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
 		annotationIssuedAt:                    formatTime(m.token.IssuedAt),
 		annotationRenewalTime:                 formatTime(m.renewAt),
 		annotationConnectionHash:              m.connectionHash,
+		annotationConnectionVersion:           m.connectionVersion,
 		annotationSpecHash:                    m.specHash,
 		annotationTokenHash:                   tokenDataHash(m.token.AccessToken, expiresAt, m.token.TokenType),
 		annotationTokenEndpoint:               m.token.Endpoint,

@@ -171,6 +171,7 @@ func TestStatusShowsTheFailureAndNextAttempt(t *testing.T) {
 		c.Status.RenewalTime = nil
 		c.Status.FailedAttempts = 3
 		c.Status.LastFailureTime = at(-2 * time.Minute)
+		c.Status.NextAttemptTime = at(4 * time.Minute)
 		c.Status.Conditions = append(c.Status.Conditions, metav1.Condition{
 			Type: clearancev1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: clearancev1alpha1.ReasonSTSUnavailable,
 			Message: "renewal failing: STS down; next attempt at 2030-01-01T12:04:00Z", LastTransitionTime: *at(-5 * time.Minute),

@@ -3,7 +3,6 @@ package kubectlclearance
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"time"
 
@@ -39,8 +38,8 @@ type Report struct {
 
 	FailedAttempts  int32    `json:"failedAttempts,omitempty"`
 	LastFailureTime *Instant `json:"lastFailureTime,omitempty"`
-	// NextAttempt is when the operator retries a failed renewal (from the
-	// conditions' messages; status.renewalTime is empty while failing).
+	// NextAttempt is when the operator retries a failed request
+	// (status.nextAttemptTime; status.renewalTime is empty while failing).
 	NextAttempt *Instant `json:"nextAttempt,omitempty"`
 
 	Target *TargetReport  `json:"target,omitempty"`
@@ -90,10 +89,6 @@ var nonSecretKeys = map[string]bool{
 	clearancev1alpha1.SecretKeyClientID:  true,
 }
 
-// nextAttemptPattern finds the retry time the controller writes into its
-// condition messages ("next attempt at T", "safety retry at T").
-var nextAttemptPattern = regexp.MustCompile(`(?:next attempt|safety retry) at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)`)
-
 func instant(t *metav1.Time, now time.Time) *Instant {
 	if t == nil {
 		return nil
@@ -113,16 +108,7 @@ func credentialReport(cred credential, now time.Time) *Report {
 		RenewalTime:   instant(st.RenewalTime, now),
 		TokenEndpoint: st.TokenEndpoint, KeyID: st.KeyID,
 		FailedAttempts: st.FailedAttempts, LastFailureTime: instant(st.LastFailureTime, now),
-	}
-	if st.FailedAttempts > 0 {
-		for _, c := range st.Conditions {
-			if m := nextAttemptPattern.FindStringSubmatch(c.Message); m != nil {
-				if t, err := time.Parse(time.RFC3339, m[1]); err == nil {
-					r.NextAttempt = instant(&metav1.Time{Time: t}, now)
-					break
-				}
-			}
-		}
+		NextAttempt: instant(st.NextAttemptTime, now),
 	}
 	return r
 }

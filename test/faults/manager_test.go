@@ -59,20 +59,11 @@ func startInProcManager(o inProcOptions) *inProcManager {
 	}
 	mgr, err := ctrl.NewManager(cfg, opts)
 	Expect(err).NotTo(HaveOccurred())
-	md, err := controller.NewSecretMetadataCache(mgr.GetConfig(), cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
-	Expect(err).NotTo(HaveOccurred())
-	Expect(mgr.Add(md)).To(Succeed())
-	recorder, err := controller.NewEventRecorder(mgr, "clearance-operator")
-	Expect(err).NotTo(HaveOccurred())
-	r := &controller.ClearanceCredentialReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
+	Expect(controller.Setup(mgr, controller.Options{
 		Minter: clearance.NewClient(clearance.WithEgress(testutil.LoopbackEgress),
 			clearance.WithClock(clock.RealClock{}), clearance.WithAttemptTimeout(o.attemptTimeout)),
-		Recorder: recorder,
-		Clock:    clock.RealClock{},
-	}
-	Expect(r.SetupWithManager(mgr, md, 4)).To(Succeed())
+		MaxConcurrentReconciles: 4,
+	})).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &inProcManager{mgr: mgr, cancel: cancel, done: make(chan struct{})}
