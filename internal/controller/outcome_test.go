@@ -97,9 +97,9 @@ func TestOutcome(t *testing.T) {
 			stalled: wantCondition{metav1.ConditionTrue, clearancev1alpha1.ReasonCredentialRejected}, requeue: time.Hour,
 		},
 		{
-			name:  "backoff holds: the failure on record stands",
-			cred:  failing,
-			found: findings{target: targetFound{stored: expired}, decision: MintDecision{Reason: MintExpired}, backoffUntil: now.Add(time.Minute)},
+			name:    "backoff holds: the failure on record stands",
+			cred:    failing,
+			found:   findings{target: targetFound{stored: expired}, decision: MintDecision{Reason: MintExpired}, backoffUntil: now.Add(time.Minute)},
 			requeue: time.Minute,
 			check: func(t *testing.T, st clearancev1alpha1.ClearanceCredentialStatus) {
 				if st.FailedAttempts != 2 || st.LastRequestTime != nil {
