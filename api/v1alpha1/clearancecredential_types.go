@@ -163,8 +163,8 @@ type ClearanceCredentialStatus struct {
 	// +optional
 	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
 
-	// failedInputs identifies (as a hash) the connection Secret version, spec generation and
-	// refresh request the failed requests were made with: a change of any of them is retried
+	// failedInputs identifies (as a hash) the connection Secret version, the spec fields that
+	// shape a token and the refresh request the failed requests were made with: a change of any of them is retried
 	// at once instead of at nextAttemptTime.
 	// +optional
 	FailedInputs string `json:"failedInputs,omitempty"`

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -157,7 +156,7 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	refresh := cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation]
 	minted := r.unwritten.take(key, src.hash, specHash(cred), refresh, now)
 	if minted == nil {
-		f.inputs = failedInputs(src.version, cred.Generation, refresh)
+		f.inputs = failedInputs(src.version, specHash(cred), refresh)
 		if f.backoffUntil = backoffUntil(&cred.Status, f.inputs, now); !f.backoffUntil.IsZero() {
 			return f, nil
 		}
@@ -345,9 +344,14 @@ func specHash(cred *clearancev1alpha1.ClearanceCredential) string {
 
 // decide applies the mint policy to the stored token and the current inputs.
 func (r *ClearanceCredentialReconciler) decide(cred *clearancev1alpha1.ClearanceCredential, src connectionSource, stored *StoredToken, now time.Time) MintDecision {
+	// The stored token's issue time stands in for a request whose status
+	// write was lost.
 	var lastRequest time.Time
 	if t := cred.Status.LastRequestTime; t != nil {
 		lastRequest = t.Time
+	}
+	if stored != nil && stored.IssuedAt.After(lastRequest) {
+		lastRequest = stored.IssuedAt
 	}
 	return DecideMint(MintInput{
 		Now:               now,
@@ -397,7 +401,7 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 		if src, f.problem, err = r.loadSource(ctx, cred, src.version); err != nil || f.problem != nil {
 			return nil, err
 		}
-		f.inputs = failedInputs(src.version, cred.Generation, cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation])
+		f.inputs = failedInputs(src.version, specHash(cred), cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation])
 	}
 	logger := log.FromContext(ctx)
 	logger.V(1).Info("requesting a token", "reason", f.decision.Reason)
@@ -512,37 +516,4 @@ type jsonPatchOperation struct {
 // event records an event with a capped note.
 func (r *ClearanceCredentialReconciler) event(cred *clearancev1alpha1.ClearanceCredential, eventType, reason, action, note string) {
 	r.recorder.Eventf(cred, nil, eventType, reason, action, "%s", capMessage(note))
-}
-
-// Options configure the controller; zero values get the defaults named.
-type Options struct {
-	// Minter requests tokens from the STS.
-	Minter Minter
-	// Clock tells the time; nil is the real clock.
-	Clock clock.PassiveClock
-	// Namespaces restricts the Secret metadata watch as the manager's cache
-	// is restricted; empty watches all namespaces.
-	Namespaces []string
-	// MaxConcurrentReconciles is the number of workers (1 when 0).
-	MaxConcurrentReconciles int
-	// RenewalSpread is the share of the time to renewal over which the
-	// renewal of a token minted for anything but a due renewal is spread
-	// (DefaultRenewalSpread in the manager); 0 keeps the 10% jitter.
-	RenewalSpread float64
-	// MinForcedMintInterval is the least time between a token request and a
-	// mint a user forces (refresh annotation, connection, spec or token
-	// edits) while the stored token is valid; 0 sets no minimum.
-	MinForcedMintInterval time.Duration
-	// MaxConcurrentMintsPerNamespace bounds the token requests of one
-	// namespace in flight at once (see mintSlots); 0 sets no bound.
-	MaxConcurrentMintsPerNamespace int
-}
-
-// withDefaults fills in the zero values.
-func (o Options) withDefaults() Options {
-	if o.Clock == nil {
-		o.Clock = clock.RealClock{}
-	}
-	o.MaxConcurrentReconciles = max(1, o.MaxConcurrentReconciles)
-	return o
 }

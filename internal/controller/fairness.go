@@ -21,8 +21,7 @@ const mintSlotRetry = 2 * time.Second
 // it. A reconcile that finds no free slot does not wait for one: it gives
 // its worker back and comes again later.
 //
-// This is the reconciler's one piece of in-memory state about tenants; it
-// counts only requests in flight, so a restart loses nothing.
+// It counts only requests in flight, so a restart loses nothing.
 type mintSlots struct {
 	limit int // 0: unbounded
 

@@ -62,8 +62,7 @@ const credentialListTimeout = 5 * time.Second
 // credentialCollector derives the per-credential series at scrape time from
 // the ClearanceCredentials' status in the informer cache, like
 // kube-state-metrics does: the status already says all of it, so nothing is
-// held per credential (gauge vectors cost about 1.3 KB per credential, 13 MB
-// at 10,000), and a deleted credential's series disappear with it.
+// held per credential, and a deleted credential's series disappear with it.
 type credentialCollector struct {
 	mu     sync.RWMutex
 	reader client.Reader

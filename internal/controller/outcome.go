@@ -89,8 +89,11 @@ func outcome(cred *clearancev1alpha1.ClearanceCredential, f findings, now time.T
 		return *st, c.requestFailed(stored, f.failure, f.inputs)
 
 	case f.writeFailed:
-		c.set(clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed,
-			"a new token was minted but writing the target Secret failed; retrying with the same token")
+		const msg = "a new token was minted but writing the target Secret failed; retrying with the same token"
+		c.set(clearancev1alpha1.ConditionReconciling, metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed, msg)
+		if !stored.validAt(now) {
+			c.set(clearancev1alpha1.ConditionReady, metav1.ConditionFalse, clearancev1alpha1.ReasonTargetWriteFailed, msg)
+		}
 		return *st, 0 // the write's error requeues
 
 	case f.slotWait > 0:
@@ -176,7 +179,8 @@ func (c conditions) requestFailed(stored *StoredToken, f *mintFailure, inputs st
 	st := c.status
 	st.FailedAttempts++
 	st.LastFailureTime = metaTime(c.now)
-	retryAt := c.now.Add(f.wait)
+	// The status keeps whole seconds: rounding up keeps the wait.
+	retryAt := storedPrecision(c.now.Add(f.wait).Add(time.Second - time.Nanosecond))
 	st.NextAttemptTime, st.FailedInputs = metaTime(retryAt), inputs
 	// The scheduled renewal is under way; nextAttemptTime says when it is tried again.
 	st.RenewalTime = nil
@@ -204,7 +208,7 @@ func (c conditions) requestFailed(stored *StoredToken, f *mintFailure, inputs st
 		c.remove(clearancev1alpha1.ConditionDegraded)
 		c.set(clearancev1alpha1.ConditionReady, metav1.ConditionFalse, f.reason, f.message+"; "+next)
 	}
-	return f.wait
+	return retryAt.Sub(c.now)
 }
 
 // maxMessageBytes caps every condition message and event note, well under

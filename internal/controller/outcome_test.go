@@ -137,8 +137,14 @@ func TestOutcome(t *testing.T) {
 			reconciling: wantCondition{metav1.ConditionTrue, clearancev1alpha1.ReasonMintDeferred}, requeue: 10 * time.Second,
 		},
 		{
-			name:        "write failed: the error requeues",
+			name:        "write failed with a valid token: the error requeues",
 			found:       findings{target: targetFound{stored: valid}, requested: true, writeFailed: true},
+			reconciling: wantCondition{metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed},
+		},
+		{
+			name:        "write failed without a token: not Ready",
+			found:       findings{requested: true, writeFailed: true},
+			ready:       wantCondition{metav1.ConditionFalse, clearancev1alpha1.ReasonTargetWriteFailed},
 			reconciling: wantCondition{metav1.ConditionTrue, clearancev1alpha1.ReasonTargetWriteFailed},
 		},
 		{

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -357,10 +356,11 @@ func classifyMintFailure(err error, attempt int32, jitter float64, now time.Time
 }
 
 // failedInputs identifies what a failed request was made from: the
-// connection Secret's version, the spec's generation and the refresh
-// request. A change of any of them is worth trying at once.
-func failedInputs(connectionVersion string, generation int64, refresh string) string {
-	return shortHash(connectionVersion, strconv.FormatInt(generation, 10), refresh)
+// connection Secret's version, the spec fields that shape a token (see
+// specHash) and the refresh request. A change of any of them is worth
+// trying at once.
+func failedInputs(connectionVersion, specHash, refresh string) string {
+	return shortHash(connectionVersion, specHash, refresh)
 }
 
 // backoffUntil returns when the next token request may be made after the

@@ -85,8 +85,7 @@ func TestDecideMint(t *testing.T) {
 // expiry; either way the controller answered "no mint" and slept until the
 // token had expired. The renewal-time and issued-at annotations are not
 // covered by the token hash, so an edit of the Secret's annotations (or a
-// renewBefore under a second, after RFC 3339 truncation) got there. Fixed in
-// 36f6ac8.
+// renewBefore under a second, after RFC 3339 truncation) got there.
 func TestDecideMintRegressions(t *testing.T) {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	tests := []struct {

@@ -52,35 +52,18 @@ const (
 // testStart is the fake clock's start, on a whole second as status times are.
 var testStart = time.Date(2030, 6, 1, 8, 0, 0, 0, time.UTC)
 
-// newTestReconciler is the one place these tests build a reconciler: the
-// exported fields a caller sets, and below them whatever else the current
-// code needs before Reconcile can run. cached is the manager's cached
-// client, apiReader the direct reader, secretMetadata the metadata-only view
-// of the Secrets the operator does not manage.
+// newTestReconciler is the one place these tests build a reconciler. cached
+// is the manager's cached client, apiReader the direct reader,
+// secretMetadata the metadata-only view of the Secrets the operator does not
+// manage.
 //
 // The renewal spread is 0, so a renewal carries at most the 10% jitter of
-// scheduled renewals: the tests' bounds hold whatever the jitter, which is
-// pinned to 0 here only to keep failures reproducible.
+// scheduled renewals (derived from the credential's UID): the tests' bounds
+// hold whatever the jitter.
 func newTestReconciler(cached client.Client, apiReader, secretMetadata client.Reader, minter Minter, recorder events.EventRecorder, clk clock.PassiveClock) *ClearanceCredentialReconciler {
-	r := &ClearanceCredentialReconciler{
-		Client:                cached,
-		APIReader:             apiReader,
-		SecretMetadata:        secretMetadata,
-		Minter:                minter,
-		Recorder:              recorder,
-		Clock:                 clk,
-		Jitter:                func() float64 { return 0 },
-		MinForcedMintInterval: testMinForcedMintInterval,
-	}
-	// What SetupWithManager initialises today (it needs a manager).
-	r.pending = map[types.NamespacedName]*mintedToken{}
-	r.failures = map[types.NamespacedName]*failureState{}
-	r.sources = map[types.NamespacedName]*sourceState{}
-	r.written = map[types.NamespacedName]ownWrite{}
-	r.statusWrites = map[types.NamespacedName]statusWrite{}
-	r.secretUsers = newSecretUsers()
-	r.mintSlots = newMintSlots(r.MaxConcurrentMintsPerNamespace)
-	return r
+	return newReconciler(cached, apiReader, secretMetadata, recorder, Options{
+		Minter: minter, Clock: clk, MinForcedMintInterval: testMinForcedMintInterval,
+	}.withDefaults())
 }
 
 // harness runs one ClearanceCredential ("cred" in namespace "tenant", with
@@ -605,6 +588,24 @@ func TestReconcileRenewalDue(t *testing.T) {
 
 // TestReconcileSTSDownWithValidToken: a failing renewal keeps the stored
 // token, says so, and backs off; the backoff holds against reconciles that
+// TestReconcileBackoffSurvivesRestart: the retry schedule is in the status,
+// so a restarted operator keeps the backoff (here the hourly safety retry
+// after a rejection) instead of retrying at once.
+func TestReconcileBackoffSurvivesRestart(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t)
+	h.minter.err = errRejected
+	h.mustReconcile()
+	g.Expect(h.minter.calls).To(Equal(1))
+
+	h.r = h.newReconciler()
+	h.advanceTo(testStart.Add(time.Minute))
+	res := h.mustReconcile()
+	g.Expect(h.minter.calls).To(Equal(1), "no request before the retry time after a restart")
+	g.Expect(res.RequeueAfter).To(And(BeNumerically(">", RejectedRetryInterval-2*time.Minute), BeNumerically("<=", RejectedRetryInterval-time.Minute)))
+	g.Expect(h.credential().Status.NextAttemptTime.Time).To(BeTemporally("==", testStart.Add(RejectedRetryInterval)))
+}
+
 // other events bring, and the next success clears the failure.
 func TestReconcileSTSDownWithValidToken(t *testing.T) {
 	g := NewWithT(t)

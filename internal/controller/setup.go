@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -70,6 +72,39 @@ func newSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 		return out, nil
 	}
 	return cache.New(cfg, opts)
+}
+
+// Options configure the controller; zero values get the defaults named.
+type Options struct {
+	// Minter requests tokens from the STS.
+	Minter Minter
+	// Clock tells the time; nil is the real clock.
+	Clock clock.PassiveClock
+	// Namespaces restricts the Secret metadata watch as the manager's cache
+	// is restricted; empty watches all namespaces.
+	Namespaces []string
+	// MaxConcurrentReconciles is the number of workers (1 when 0).
+	MaxConcurrentReconciles int
+	// RenewalSpread is the share of the time to renewal over which the
+	// renewal of a token minted for anything but a due renewal is spread
+	// (DefaultRenewalSpread in the manager); 0 keeps the 10% jitter.
+	RenewalSpread float64
+	// MinForcedMintInterval is the least time between a token request and a
+	// mint a user forces (refresh annotation, connection, spec or token
+	// edits) while the stored token is valid; 0 sets no minimum.
+	MinForcedMintInterval time.Duration
+	// MaxConcurrentMintsPerNamespace bounds the token requests of one
+	// namespace in flight at once (see mintSlots); 0 sets no bound.
+	MaxConcurrentMintsPerNamespace int
+}
+
+// withDefaults fills in the zero values.
+func (o Options) withDefaults() Options {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	o.MaxConcurrentReconciles = max(1, o.MaxConcurrentReconciles)
+	return o
 }
 
 // Setup builds the controller with its Secret metadata cache and event

@@ -28,9 +28,9 @@ import (
 // is the case it found: applySecret let a secretTemplate annotation named
 // clearance.dev/refresh-requested-at through whenever the credential had no
 // refresh request of its own, so DecideMint saw a refresh request on every
-// reconcile and minted again after each write (fixed in 36f6ac8; test/faults
-// "does not mint in a loop when the secretTemplate carries the refresh
-// annotation" checks the end-to-end behaviour).
+// reconcile and minted again after each write (test/faults "does not mint
+// in a loop when the secretTemplate carries the refresh annotation" checks
+// the end-to-end behaviour).
 func FuzzTargetSecret(f *testing.F) {
 	f.Add("team", "evidence", "note", "hello")
 	f.Add(clearancev1alpha1.ManagedByLabel, "someone-else", clearancev1alpha1.ExpiresAtAnnotation, "2999-01-01T00:00:00Z")
