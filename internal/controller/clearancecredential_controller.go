@@ -434,7 +434,7 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 		renewBefore = &rb.Duration
 	}
 	jitter := objectJitter(cred.UID, formatTime(token.IssuedAt))
-	renewAt, _ := ScheduleRenewal(token.IssuedAt, token.ExpiresAt, renewBefore, jitter, RenewalSpreadFor(f.decision.Reason, r.opts.RenewalSpread))
+	renewAt := ScheduleRenewal(token.IssuedAt, token.ExpiresAt, renewBefore, jitter, RenewalSpreadFor(f.decision.Reason, r.opts.RenewalSpread))
 	return &mintedToken{
 		token: token, connection: src.file, connectionHash: src.hash, connectionVersion: src.version,
 		specHash: specHash(cred), refreshRequest: cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation],

@@ -165,7 +165,7 @@ func decideReason(in MintInput) MintDecision {
 	// to the default policy; if even that is not before the expiry, renew now
 	// rather than sleep until the token has expired.
 	if renewAt.IsZero() || !renewAt.Before(s.ExpiresAt) {
-		renewAt, _ = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0, 0)
+		renewAt = ScheduleRenewal(s.IssuedAt, s.ExpiresAt, nil, 0, 0)
 	}
 	if !in.Now.Before(renewAt) || !renewAt.Before(s.ExpiresAt) {
 		return MintDecision{Reason: MintRenewalDue}
@@ -181,19 +181,20 @@ func decideReason(in MintInput) MintDecision {
 // lifetime, or, when spread is in (0, 1), up to that share of the time from
 // issue to that renewal (see DefaultRenewalSpread). jitter is a number in
 // [0, 1). When renewBefore is not shorter than the lifetime the token would be
-// due at once, so it is renewed at half its lifetime instead and tooLong is true.
-func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, jitter, spread float64) (renewAt time.Time, tooLong bool) {
+// due at once, so it is renewed at half its lifetime instead (the Ready
+// condition says so, see conditions.tokenValid).
+func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, jitter, spread float64) time.Time {
 	lifetime := expiresAt.Sub(issuedAt)
 	if lifetime <= 0 {
-		return issuedAt, false
+		return issuedAt
 	}
+	var renewAt time.Time
 	before := lifetime / 3
 	if renewBefore != nil {
 		before = *renewBefore
 	}
 	if before >= lifetime {
 		renewAt = issuedAt.Add(lifetime / 2)
-		tooLong = true
 	} else {
 		renewAt = expiresAt.Add(-before)
 	}
@@ -208,7 +209,7 @@ func ScheduleRenewal(issuedAt, expiresAt time.Time, renewBefore *time.Duration, 
 	if renewAt.Before(issuedAt) {
 		renewAt = issuedAt
 	}
-	return renewAt, tooLong
+	return renewAt
 }
 
 // Backoff bounds for transient STS failures.
