@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -462,5 +463,24 @@ var _ = Describe("Renewal spread", Ordered, func() {
 		Expect(after).To(HaveEach(And(BeNumerically(">=", 10*time.Minute-2*time.Second), BeNumerically("<=", 40*time.Minute+time.Second))))
 		Expect(slices.Min(after)).To(BeNumerically("<", 25*time.Minute), "renewals spread: %v", after)
 		Expect(slices.Max(after)).To(BeNumerically(">", 25*time.Minute), "renewals spread: %v", after)
+	})
+})
+
+var _ = Describe("Status write", func() {
+	It("is refused with a conflict when computed from an older copy, and applied from the current one", func(ctx context.Context) {
+		ns := newNamespace(ctx)
+		createCredential(ctx, ns, "cred", "conn", "token")
+		stale := getCredential(ctx, ns, "cred")
+		current := stale.DeepCopy()
+		current.Annotations = map[string]string{"example.com/edited": "yes"}
+		Expect(k8sClient.Update(ctx, current)).To(Succeed())
+
+		r := newReconciler(k8sClient, k8sClient, k8sClient, nil, Options{}.withDefaults())
+		status := clearancev1alpha1.ClearanceCredentialStatus{FailedAttempts: 7}
+		Expect(apierrors.IsConflict(r.writeStatus(ctx, stale, status))).To(BeTrue(), "a stale copy's status must not land")
+		Expect(getCredential(ctx, ns, "cred").Status.FailedAttempts).To(BeZero())
+
+		Expect(r.writeStatus(ctx, current, status)).To(Succeed())
+		Expect(getCredential(ctx, ns, "cred").Status.FailedAttempts).To(BeEquivalentTo(7))
 	})
 })
