@@ -147,6 +147,7 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 		f.decision = r.decide(cred, src, f.target.stored, now)
 	}
 	if !f.decision.Mint() {
+		r.unwritten.forget(key) // a token kept from a failed write is not needed any more
 		return f, r.applyTemplate(ctx, cred, f.target)
 	}
 	if f.decision.Deferred(now) {
