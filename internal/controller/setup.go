@@ -37,7 +37,7 @@ func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
 	}
 	opts.ByObject[&corev1.Secret{}] = cache.ByObject{
 		Label:     labels.SelectorFromSet(labels.Set{clearancev1alpha1.ManagedByLabel: clearancev1alpha1.ManagedByValue}),
-		Transform: SlimTargetSecretTransform,
+		Transform: slimTargetSecretTransform,
 	}
 	opts.DefaultTransform = cache.TransformStripManagedFields()
 	return opts

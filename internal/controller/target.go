@@ -136,8 +136,8 @@ const maxKeptValue = 64
 // id, a refresh annotation's value.
 const maxKeptAnnotation = 1024
 
-// SlimTargetSecretTransform is slimTargetSecret as a cache transform.
-func SlimTargetSecretTransform(obj any) (any, error) {
+// slimTargetSecretTransform is slimTargetSecret as a cache transform.
+func slimTargetSecretTransform(obj any) (any, error) {
 	if s, ok := obj.(*corev1.Secret); ok {
 		return slimTargetSecret(s), nil
 	}
