@@ -126,7 +126,7 @@ func runManager(args []string) int {
 	if mintsPerNamespace <= 0 {
 		mintsPerNamespace = controller.DefaultMintsPerNamespace(maxConcurrentReconciles)
 	}
-	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts), logsafe.CapLevel))
 	setupLog := ctrl.Log.WithName("setup")
 	gogc, _ := tuneGC() // tunes until the process exits
 	memLimit := setMemoryLimit()

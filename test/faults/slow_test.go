@@ -467,8 +467,8 @@ var _ = Describe("Faults (slow)", Ordered, ContinueOnFailure, func() {
 		}
 	})
 
-	// BUG (reported to the lead with issue 9): see "logs no Secret body" in
-	// the quick suite; the shipped binary at --zap-log-level=10 does the same.
+	// The in-process check ("logs no Secret body") for the shipped binary,
+	// whose logger main.go builds from --zap-log-level=10.
 	It("the manager process logs no Secret body at the highest verbosity", func() {
 		Expect(processLogs).NotTo(BeEmpty())
 		var all string
