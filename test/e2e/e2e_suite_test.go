@@ -47,6 +47,7 @@ var (
 	adminKubeconfig string
 	kubectlBin      string
 	helmBin         string
+	kustomizeBin    string
 	managerBin      string
 
 	emulator   *testutil.Process
@@ -88,7 +89,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	kubectlBin, err = testutil.KubectlBinary()
 	Expect(err).NotTo(HaveOccurred())
-	helmBin, err = testutil.HelmBinary()
+	helmBin, err = testutil.ToolBinary("helm")
+	Expect(err).NotTo(HaveOccurred())
+	kustomizeBin, err = testutil.ToolBinary("kustomize")
 	Expect(err).NotTo(HaveOccurred())
 
 	// Building the two binaries and starting the control plane are the slow
