@@ -84,7 +84,7 @@ func runManager(args []string) int {
 	fs.DurationVar(&retryPeriod, "leader-elect-retry-period", 5*time.Second, "How often leader election clients retry.")
 	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	// Reconciles spend their time waiting on the STS and the apiserver, not on
-	// CPU (one RSA signature is ~1 ms), so many more workers than cores pay off.
+	// CPU, so many more workers than cores pay off.
 	fs.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 16, "How many ClearanceCredentials are reconciled in parallel.")
 	// Client-side rate limiting is off by default (-1): the apiserver's API
 	// Priority and Fairness already protects it and shares capacity fairly,

@@ -1,8 +1,8 @@
 // Command bench measures the operator's performance, each figure side by side
 // with a floor measured in the same run:
 //
-//	make bench                                  # full run (about an hour)
-//	make bench-quick                            # N = 200, one-minute soaks (about 6 minutes)
+//	make bench                                  # full run
+//	make bench-quick                            # N = 200, one-minute soaks
 //	make bench BENCH_ARGS="-only=ready -n=1000"
 //	go run ./hack/bench -only=memory -memory-n=10000 -profile
 //

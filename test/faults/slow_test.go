@@ -583,10 +583,9 @@ var _ = Describe("kube-apiserver stopped for 20 s and started again", Ordered, C
 		processLogs = append(processLogs, proc)
 	})
 
-	// Regression (found by this suite): with controller-runtime's lease
-	// defaults (15 s lease, 10 s renew deadline) an apiserver outage longer
-	// than the renew deadline lost the lease and the manager exited; main.go
-	// now defaults to 60 s / 45 s / 5 s.
+	// With client-go's lease defaults an apiserver outage longer than the
+	// renew deadline loses the lease and the manager exits; main.go's
+	// defaults ride out this outage.
 	It("with leader election as shipped (--leader-elect), the manager keeps running through the outage", func(ctx context.Context) {
 		expectAlive(leProc)
 		Expect(leProc.Pid()).To(Equal(lePid))
