@@ -54,7 +54,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: envtest-assets
-envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s/<version> (first time: ~4 minutes).
+envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s/<version> (minutes the first time).
 	@hack/build-envtest-assets.sh >/dev/null
 
 .PHONY: test
@@ -72,7 +72,7 @@ test-faults: envtest-assets ## Run the slow fault-injection suite (minutes; mana
 	go test -tags faults -count=1 -timeout 40m ./test/faults/...
 
 .PHONY: test-cluster
-test-cluster: envtest-assets $(HELM) ## Run the real-node suite: a one-node cluster from source, the operator as a pod (needs root; ~15 minutes).
+test-cluster: envtest-assets $(HELM) ## Run the real-node suite: a one-node cluster from source, the operator as a pod (needs root; takes a while).
 	hack/cluster/run.sh go test -tags cluster -count=1 -timeout 45m -v ./test/cluster/... -args -ginkgo.v
 
 .PHONY: cluster
