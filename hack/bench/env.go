@@ -327,6 +327,9 @@ func (e *env) startManager(extraArgs ...string) (*manager, error) {
 	args = append(args, e.b.cfg.ManagerArgs...)
 	args = append(args, extraArgs...)
 	procEnv := []string{"KUBECONFIG=" + e.kubeconfig}
+	if e.b.cfg.memoryLimit > 0 {
+		procEnv = append(procEnv, "MEMORY_LIMIT_BYTES="+strconv.FormatInt(e.b.cfg.memoryLimit, 10))
+	}
 	if e.b.cfg.Profile {
 		addr, err := testutil.FreeLoopbackAddr()
 		if err != nil {
