@@ -10,6 +10,7 @@ LOCALBIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen
 GOLANGCI_LINT := $(LOCALBIN)/golangci-lint
 HELM := $(LOCALBIN)/helm
+KUSTOMIZE := $(LOCALBIN)/kustomize
 PROMTOOL := $(LOCALBIN)/promtool
 FUZZTIME ?= 10s
 GO_TEST_FLAGS ?=
@@ -20,7 +21,9 @@ KUBE_VERSION := $(shell awk '$$1=="require" && $$2=="k8s.io/kubernetes" {sub(/^v
 ENVTEST_ASSETS_DIR := $(LOCALBIN)/k8s/$(KUBE_VERSION)
 KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS_DIR)
 export KUBEBUILDER_ASSETS
-KUBECTL ?= $(ENVTEST_ASSETS_DIR)/kubectl
+# The deployment targets talk to the user's cluster with the user's kubectl;
+# the tests use the one built next to the control plane.
+KUBECTL ?= kubectl
 
 .PHONY: all
 all: build
@@ -51,11 +54,11 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: envtest-assets
-envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s/<version> (first time: ~4 minutes).
+envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s/<version> (minutes the first time).
 	@hack/build-envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets $(HELM) $(PROMTOOL) ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
+test: manifests generate fmt vet envtest-assets $(HELM) $(KUSTOMIZE) $(PROMTOOL) ## Run unit, envtest integration and e2e tests, then bounded fuzzing (all hermetic).
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory test-monitoring
 	hack/fuzz.sh $(FUZZTIME)
@@ -69,7 +72,7 @@ test-faults: envtest-assets ## Run the slow fault-injection suite (minutes; mana
 	go test -tags faults -count=1 -timeout 40m ./test/faults/...
 
 .PHONY: test-cluster
-test-cluster: envtest-assets $(HELM) ## Run the real-node suite: a one-node cluster from source, the operator as a pod (needs root; ~15 minutes).
+test-cluster: envtest-assets $(HELM) ## Run the real-node suite: a one-node cluster from source, the operator as a pod (needs root; takes a while).
 	hack/cluster/run.sh go test -tags cluster -count=1 -timeout 45m -v ./test/cluster/... -args -ginkgo.v
 
 .PHONY: cluster
@@ -126,19 +129,19 @@ docker-build: ## Build the container image (needs a Docker engine).
 ##@ Deployment
 
 .PHONY: install
-install: manifests envtest-assets ## Install the CRD into the current cluster.
+install: manifests ## Install the CRD into the current cluster.
 	$(KUBECTL) apply --server-side -k config/crd
 
 .PHONY: uninstall
-uninstall: manifests envtest-assets ## Remove the CRD from the current cluster.
+uninstall: manifests ## Remove the CRD from the current cluster.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests envtest-assets ## Deploy the operator with kustomize, using image IMG.
-	hack/deploy.sh $(KUBECTL) $(IMG)
+deploy: manifests $(KUSTOMIZE) ## Deploy the operator with kustomize, using image IMG.
+	KUSTOMIZE=$(KUSTOMIZE) hack/deploy.sh $(KUBECTL) $(IMG)
 
 .PHONY: undeploy
-undeploy: envtest-assets ## Remove the operator deployed by make deploy.
+undeploy: ## Remove the operator deployed by make deploy.
 	$(KUBECTL) delete --ignore-not-found -k config/default
 
 ##@ Tools
@@ -151,6 +154,12 @@ helm: $(HELM) ## Build the pinned Helm into bin/.
 
 $(HELM): hack/tools/helm/go.mod
 	cd hack/tools/helm && go build -o $(HELM) helm.sh/helm/v3/cmd/helm
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build the pinned kustomize into bin/.
+
+$(KUSTOMIZE): hack/tools/kustomize/go.mod
+	cd hack/tools/kustomize && go build -o $(KUSTOMIZE) sigs.k8s.io/kustomize/kustomize/v5
 
 .PHONY: promtool
 promtool: $(PROMTOOL) ## Build the pinned promtool into bin/.

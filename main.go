@@ -29,7 +29,6 @@ import (
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
 	"github.com/clearance-operator/clearance-operator/internal/controller"
-	"github.com/clearance-operator/clearance-operator/internal/gctune"
 	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 )
 
@@ -84,7 +83,7 @@ func runManager(args []string) int {
 	fs.DurationVar(&retryPeriod, "leader-elect-retry-period", 5*time.Second, "How often leader election clients retry.")
 	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	// Reconciles spend their time waiting on the STS and the apiserver, not on
-	// CPU (one RSA signature is ~1 ms), so many more workers than cores pay off.
+	// CPU, so many more workers than cores pay off.
 	fs.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 16, "How many ClearanceCredentials are reconciled in parallel.")
 	// Client-side rate limiting is off by default (-1): the apiserver's API
 	// Priority and Fairness already protects it and shares capacity fairly,
@@ -126,9 +125,8 @@ func runManager(args []string) int {
 	if mintsPerNamespace <= 0 {
 		mintsPerNamespace = controller.DefaultMintsPerNamespace(maxConcurrentReconciles)
 	}
-	ctrl.SetLogger(logsafe.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts))))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts), logsafe.CapLevel))
 	setupLog := ctrl.Log.WithName("setup")
-	gogc, _ := tuneGC() // tunes until the process exits
 	memLimit := setMemoryLimit()
 
 	scheme := runtime.NewScheme()
@@ -208,7 +206,7 @@ func runManager(args []string) int {
 		return 1
 	}
 
-	setupLog.Info("starting manager", "gogc", gogc, "memoryLimit", memLimit, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles,
+	setupLog.Info("starting manager", "memoryLimit", memLimit, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles,
 		"maxConcurrentMintsPerNamespace", mintsPerNamespace, "stsAllowHTTP", egress.allowHTTP, "stsAllowCIDRs", egress.allowCIDRs)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "manager stopped with an error")
@@ -243,39 +241,4 @@ func setMemoryLimit() string {
 	}
 	debug.SetMemoryLimit(limit / 10 * 9)
 	return strconv.FormatInt(limit/10*9, 10)
-}
-
-// defaultGCPercent is the manager's GOGC for a large heap, unless the
-// environment sets one. Most of its heap is its caches, which live as long as
-// the process; at Go's default of 100 the heap grows to twice that before
-// each collection, so garbage doubles the footprint. With 10,000 credentials
-// (make bench, 2 cores) the resident size was 206 MiB at GOGC=100, 175 MiB at
-// 50 and 149 MiB at 25 (measured when that live heap was about 60 MB).
-const defaultGCPercent = 25
-
-// minGCHeadroom: the heap may always grow this much past the live heap
-// before a collection (gctune raises GOGC on a small heap). 25% of a small
-// heap is a few megabytes, which a burst of new credentials allocates in
-// milliseconds.
-const minGCHeadroom = 16 << 20
-
-// gcHeapBudget: while the heap (live plus garbage) stays under this, it is
-// collected as Go's default GOGC would, and only a live heap past half of it
-// gets less room. GOGC 25 costs four collections where the default costs
-// one, so a burst of new credentials spent a sixth of the manager's CPU
-// collecting while its heap was still far from any memory concern. At
-// 10,000 credentials the live heap is about 71 MiB, which GOGC 25 lets grow
-// to 89 MiB anyway: the budget raises no peak there, and installs with fewer
-// credentials stay under it.
-const gcHeapBudget = 88 << 20
-
-// tuneGC applies the GC policy above unless GOGC is set, and returns a
-// description of the setting in force, for the log, and the tuner (nil when
-// GOGC is set).
-func tuneGC() (string, *gctune.Tuner) {
-	if v, ok := os.LookupEnv("GOGC"); ok {
-		return v, nil
-	}
-	return fmt.Sprintf("%d, with at least %d MiB of headroom, up to %d while the heap is under %d MiB", defaultGCPercent, minGCHeadroom>>20, gctune.DefaultPercent, gcHeapBudget>>20),
-		gctune.Start(gctune.Policy{BasePercent: defaultGCPercent, MinHeadroom: minGCHeadroom, Budget: gcHeapBudget})
 }

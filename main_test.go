@@ -266,24 +266,3 @@ func TestMintUsageErrors(t *testing.T) {
 	g.Expect(code).To(Equal(0))
 	g.Expect(errOut).To(ContainSubstring("usage: clearance-operator mint --connection-file FILE"))
 }
-
-func TestTuneGC(t *testing.T) {
-	g := NewWithT(t)
-	before := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(before)
-
-	t.Setenv("GOGC", "80")
-	desc, tuner := tuneGC()
-	g.Expect(desc).To(Equal("80"))
-	g.Expect(tuner).To(BeNil())
-	g.Expect(debug.SetGCPercent(100)).To(Equal(100), "GOGC from the environment is left to the runtime")
-
-	g.Expect(os.Unsetenv("GOGC")).To(Succeed())
-	desc, tuner = tuneGC()
-	g.Expect(tuner).NotTo(BeNil())
-	defer tuner.Stop()
-	g.Expect(desc).To(Equal("25, with at least 16 MiB of headroom, up to 100 while the heap is under 88 MiB"))
-	// This test binary's live heap is a few MB: the headroom sets GOGC.
-	g.Expect(tuner.Current()).To(BeNumerically(">", defaultGCPercent))
-	g.Expect(debug.SetGCPercent(100)).To(Equal(tuner.Current()))
-}

@@ -168,8 +168,8 @@ func buildProfilingManager(ctx context.Context, dir string) (string, error) {
 }
 
 // generateKeys makes n RSA-2048 keys on all CPUs. Connection files share
-// them (each file still has its own ServicePrincipalId): key generation takes
-// ~100 ms each, which 10,000 credentials cannot afford.
+// them (each file still has its own ServicePrincipalId): RSA key generation
+// is too slow to do once per credential at the bench's counts.
 func generateKeys(n int) ([]*rsa.PrivateKey, error) {
 	keys := make([]*rsa.PrivateKey, n)
 	errs := make([]error, n)
@@ -224,9 +224,9 @@ func (b *bench) startEnv(ctx context.Context, name string, tokenTTL time.Duratio
 		BinaryAssetsDirectory: assets,
 	}
 	// The apiserver's watch-cache consistency check (beta, on by default)
-	// lists every object of a resource from etcd every 5 to 7.5 minutes:
-	// about 2.7 CPU-seconds at 30,000 Secrets, landing at random in a floor
-	// or an operator run. It is neither's work, only noise between them.
+	// periodically lists every object of a resource from etcd, landing at
+	// random in a floor or an operator run. It is neither's work, only noise
+	// between them.
 	e.testEnv.ControlPlane.GetAPIServer().Configure().Set("feature-gates", "DetectCacheInconsistency=false")
 	if b.cfg.EtcdDir != "" {
 		if e.etcdDir, err = os.MkdirTemp(b.cfg.EtcdDir, "bench-etcd-"); err != nil {
@@ -327,6 +327,9 @@ func (e *env) startManager(extraArgs ...string) (*manager, error) {
 	args = append(args, e.b.cfg.ManagerArgs...)
 	args = append(args, extraArgs...)
 	procEnv := []string{"KUBECONFIG=" + e.kubeconfig}
+	if e.b.cfg.memoryLimit > 0 {
+		procEnv = append(procEnv, "MEMORY_LIMIT_BYTES="+strconv.FormatInt(e.b.cfg.memoryLimit, 10))
+	}
 	if e.b.cfg.Profile {
 		addr, err := testutil.FreeLoopbackAddr()
 		if err != nil {

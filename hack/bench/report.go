@@ -66,8 +66,12 @@ func (r *Results) markdown() string {
 		}
 	}
 	if m := r.Memory; m != nil {
+		limit := "no memory limit"
+		if r.Config.MemoryLimit != "" {
+			limit = "container limit " + r.Config.MemoryLimit
+		}
 		rows = append(rows,
-			row{fmt.Sprintf("Manager peak RSS (VmHWM), N = %d Ready", m.N), mib(m.PeakRSS), "idle manager " + mib(m.BaselineRSS), "≤ 150 MiB", verdict(m.PeakRSS <= targetRSS), la(m.LoadAvg)},
+			row{fmt.Sprintf("Manager peak RSS (VmHWM), N = %d Ready, %s", m.N, limit), mib(m.PeakRSS), "idle manager " + mib(m.BaselineRSS), "≤ 150 MiB", verdict(m.PeakRSS <= targetRSS), la(m.LoadAvg)},
 			row{fmt.Sprintf("Manager steady RSS (VmRSS), N = %d Ready", m.N), mib(m.SteadyRSS),
 				fmt.Sprintf("idle manager %s; %.1f KiB per credential", mib(m.BaselineRSS), float64(int64(m.SteadyRSS)-int64(m.BaselineRSS))/1024/float64(m.N)), //nolint:gosec // RSS values are far below 2^63
 				"≤ 150 MiB", verdict(m.SteadyRSS <= targetRSS), la(m.LoadAvg)})

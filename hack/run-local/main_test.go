@@ -18,6 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -158,32 +160,25 @@ func runLocalBinary(t *testing.T) string {
 
 // startRunLocal starts the program with env and makes sure it is gone when
 // the test ends (SIGTERM first, so it stops its control plane).
-func startRunLocal(t *testing.T, env ...string) *testutil.Process {
+func startRunLocal(t *testing.T, env ...string) *gexec.Session {
 	t.Helper()
 	bin := runLocalBinary(t)
-	p, err := testutil.StartProcess(bin, nil, env, filepath.Join(t.TempDir(), "run-local.log"))
+	p, err := testutil.StartSession(bin, nil, env, filepath.Join(t.TempDir(), "run-local.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := p.Stop(stopTimeout); err != nil {
-			t.Errorf("stopping run-local: %v", err)
-		}
+		NewWithT(t).Eventually(p.Terminate()).WithTimeout(stopTimeout).Should(gexec.Exit(), "stopping run-local")
 		if t.Failed() {
-			t.Logf("run-local output:\n%s", p.Output())
+			t.Logf("run-local output:\n%s", output(p))
 		}
 	})
 	return p
 }
 
-func waitExit(t *testing.T, p *testutil.Process, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-p.Done():
-	case <-time.After(timeout):
-		t.Fatalf("run-local did not exit within %s", timeout)
-	}
-}
+// output returns everything run-local printed so far: its own lines
+// (stdout), then its errors (stderr).
+func output(p *gexec.Session) string { return string(p.Out.Contents()) + string(p.Err.Contents()) }
 
 // submatch returns the first group of re in s, failing the test without one.
 func submatch(t *testing.T, re, s string) string {
@@ -212,9 +207,8 @@ func TestOnceWithEmulator(t *testing.T) {
 	g := NewWithT(t)
 	started := time.Now()
 	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE=", "RUN_LOCAL_TIMEOUT=2m")
-	waitExit(t, p, runTimeout)
-	out := p.Output()
-	g.Expect(p.ExitErr()).NotTo(HaveOccurred(), out)
+	g.Eventually(p).WithTimeout(runTimeout).Should(gexec.Exit(0), func() string { return output(p) })
+	out := output(p)
 
 	for _, want := range []string{
 		"control plane up at https://127.0.0.1:",
@@ -259,24 +253,19 @@ func TestConnectionFileRenewalAndInterrupt(t *testing.T) {
 	g.Expect(cf.WriteFile(connPath)).To(Succeed())
 
 	p := startRunLocal(t, "RUN_LOCAL_ONCE=", "CONNECTION_FILE="+connPath, emulatorManagerArgs, "RUN_LOCAL_TIMEOUT=2m")
-	line, err := p.WaitForLine("using CONNECTION_FILE", 30*time.Second)
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(line).To(ContainSubstring("client " + cf.ClientID() + ", STS " + sts.BaseURL()))
-	_, err = p.WaitForLine("is Ready (TokenValid)", runTimeout)
-	g.Expect(err).NotTo(HaveOccurred(), p.Output())
-	_, err = p.WaitForLine("token renewed in Secret clearance-demo/clearance-token (renewal 1)", time.Minute)
-	g.Expect(err).NotTo(HaveOccurred(), p.Output())
+	g.Eventually(p.Out).WithTimeout(30*time.Second).Should(gbytes.Say(
+		regexp.QuoteMeta("using CONNECTION_FILE ")+`\S+: `+regexp.QuoteMeta("client "+cf.ClientID()+", STS "+sts.BaseURL())), func() string { return output(p) })
+	g.Eventually(p.Out).WithTimeout(runTimeout).Should(gbytes.Say(regexp.QuoteMeta("is Ready (TokenValid)")), func() string { return output(p) })
+	g.Eventually(p.Out).WithTimeout(time.Minute).Should(gbytes.Say(regexp.QuoteMeta("token renewed in Secret clearance-demo/clearance-token (renewal 1)")), func() string { return output(p) })
 	g.Expect(sts.Stats().Client(cf.ClientID(), clearancetest.OutcomeSuccess)).To(BeNumerically(">=", 2))
 
-	out := p.Output()
+	out := output(p)
 	managerPID, err := strconv.Atoi(submatch(t, `manager started \(pid (\d+);`, out))
 	g.Expect(err).NotTo(HaveOccurred())
 	apiserver := submatch(t, `control plane up at https://(127\.0\.0\.1:\d+)/`, out)
 
-	g.Expect(p.Signal(syscall.SIGINT)).To(Succeed())
-	waitExit(t, p, stopTimeout)
-	out = p.Output()
-	g.Expect(p.ExitErr()).NotTo(HaveOccurred(), out)
+	g.Eventually(p.Interrupt()).WithTimeout(stopTimeout).Should(gexec.Exit(0), func() string { return output(p) })
+	out = output(p)
 	g.Expect(out).To(ContainSubstring("interrupted; stopping"))
 	g.Expect(out).NotTo(ContainSubstring("STS emulator up"))
 	expectCleanedUp(t, g, out)
@@ -307,11 +296,8 @@ func TestOnceFailsFastOnRejectedKey(t *testing.T) {
 	g.Expect(cf.WriteFile(connPath)).To(Succeed())
 
 	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+connPath, emulatorManagerArgs, "RUN_LOCAL_TIMEOUT=2m")
-	waitExit(t, p, runTimeout)
-	out := p.Output()
-	var exitErr *exec.ExitError
-	g.Expect(errors.As(p.ExitErr(), &exitErr)).To(BeTrue(), out)
-	g.Expect(exitErr.ExitCode()).To(Equal(1))
+	g.Eventually(p).WithTimeout(runTimeout).Should(gexec.Exit(1), func() string { return output(p) })
+	out := output(p)
 	g.Expect(out).To(ContainSubstring("is Stalled (CredentialRejected)"))
 	g.Expect(out).To(ContainSubstring(clearance.HintRejectedKey))
 	g.Expect(out).To(ContainSubstring("giving up"))
@@ -328,9 +314,9 @@ func TestInvalidConnectionFileFailsBeforeStarting(t *testing.T) {
 	g.Expect(os.WriteFile(path, []byte(`{"ServicePrincipalId": "PRIVATE-MARKER", "TenantId": "t"}`), 0o600)).To(Succeed())
 
 	p := startRunLocal(t, "RUN_LOCAL_ONCE=1", "CONNECTION_FILE="+path, emulatorManagerArgs)
-	waitExit(t, p, 30*time.Second)
-	out := p.Output()
-	g.Expect(p.ExitErr()).To(HaveOccurred())
+	g.Eventually(p).WithTimeout(30 * time.Second).Should(gexec.Exit())
+	out := output(p)
+	g.Expect(p.ExitCode()).NotTo(BeZero())
 	g.Expect(out).To(ContainSubstring("CONNECTION_FILE " + path + " is not a usable connection file"))
 	g.Expect(out).NotTo(ContainSubstring("PRIVATE-MARKER"))
 	g.Expect(out).NotTo(ContainSubstring("control plane"))

@@ -240,8 +240,8 @@ func numbered(path string, n int) []string {
 	return out
 }
 
-// generateKeys makes n RSA-2048 keys on all CPUs: each takes tens to hundreds
-// of milliseconds, which adds up for --count 100.
+// generateKeys makes n RSA-2048 keys on all CPUs: key generation is slow,
+// which adds up for a large --count.
 func generateKeys(n int) ([]*rsa.PrivateKey, error) {
 	keys := make([]*rsa.PrivateKey, n)
 	errs := make([]error, n)

@@ -6,6 +6,9 @@ import (
 	"slices"
 
 	"github.com/go-logr/logr"
+	uberzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // MaxVerbosity is the highest V-level that reaches the log. client-go logs
@@ -15,8 +18,24 @@ import (
 // written, even with --zap-log-level=10.
 const MaxVerbosity = 5
 
+// CapLevel is a controller-runtime zap option that keeps every line above
+// MaxVerbosity out of the log, whatever level the flags or earlier options
+// chose; pass it after them. Capping the root logger covers every logger
+// derived from it, the reconcile context's included.
+func CapLevel(o *zap.Options) {
+	if o.Level == nil {
+		return // the defaults (info, or debug in development mode) are below the cap
+	}
+	level := o.Level
+	o.Level = uberzap.LevelEnablerFunc(func(l zapcore.Level) bool {
+		return l >= -MaxVerbosity && level.Enabled(l)
+	})
+}
+
 // CapVerbosity returns a logger that drops Info lines above MaxVerbosity.
 // Errors are kept: they carry no request bodies.
+// CapLevel on the root logger supersedes it; it stays only until its last
+// caller is gone.
 func CapVerbosity(l logr.Logger) logr.Logger {
 	sink := l.GetSink()
 	if sink == nil {

@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 )
 
-// HelmBinary returns the pinned Helm built into bin/helm by `make helm`
-// (`make test` builds it first).
-func HelmBinary() (string, error) {
-	p := filepath.Join(RepoRoot(), "bin", "helm")
+// ToolBinary returns a pinned tool (helm, kustomize) built into bin/ by
+// `make <name>` (`make test` builds them first).
+func ToolBinary(name string) (string, error) {
+	p := filepath.Join(RepoRoot(), "bin", name)
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%s not found: run `make helm`", p)
+		return "", fmt.Errorf("%s not found: run `make %s`", p, name)
 	}
 	return p, nil
 }

@@ -55,7 +55,11 @@ func WriteKubeconfig(cfg *rest.Config, path string) error {
 }
 
 // Process is a child process whose output is kept (and copied to a log file)
-// so tests can wait for a line and inspect everything it printed.
+// so a program can wait for a line and inspect everything it printed. It is
+// for the programs under hack/ (bench, run-local); tests use StartSession.
+// Those programs have no Gomega to wait with, and bench starts many
+// managers that log heavily, while gexec keeps every session it started,
+// with its output, until the process exits.
 type Process struct {
 	cmd  *exec.Cmd
 	out  LogBuffer
@@ -158,9 +162,6 @@ func (p *Process) WaitForLine(substr string, timeout time.Duration) (string, err
 		}
 	}
 }
-
-// Signal sends sig to the process.
-func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Stop sends SIGTERM and waits up to timeout, then SIGKILLs the process group.
 func (p *Process) Stop(timeout time.Duration) error {

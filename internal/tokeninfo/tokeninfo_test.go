@@ -2,6 +2,7 @@ package tokeninfo
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"reflect"
 	"strings"
@@ -42,6 +43,12 @@ func TestClaims(t *testing.T) {
 			name:  "non-string values as JSON",
 			token: sign(t, jwt.MapClaims{"tid": 42, "scope": []any{"a", 1}, "client_id": map[string]any{"x": true}}),
 			want:  []Claim{{"client_id", `{"x":true}`}, {"tid", "42"}, {"scope", `["a",1]`}},
+		},
+		{
+			name: "alg unknown to golang-jwt",
+			token: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"http://www.w3.org/2001/04/xmldsig-more#rsa-sha512","typ":"JWT"}`)) + "." +
+				base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"151@tenant123","exp":1893553445}`)) + ".c2ln",
+			want: []Claim{{"sub", "151@tenant123"}, {"exp", "2030-01-02T03:04:05Z"}},
 		},
 		{name: "opaque token", token: "opaque-token", want: nil},
 		{name: "empty", token: "", want: nil},

@@ -78,7 +78,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	kubectlBin, err = testutil.KubectlBinary()
 	Expect(err).NotTo(HaveOccurred())
-	helmBin, err = testutil.HelmBinary()
+	helmBin, err = testutil.ToolBinary("helm")
 	Expect(err).NotTo(HaveOccurred())
 	adminCfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	Expect(err).NotTo(HaveOccurred())

@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -47,9 +50,10 @@ var (
 	adminKubeconfig string
 	kubectlBin      string
 	helmBin         string
+	kustomizeBin    string
 	managerBin      string
 
-	emulator   *testutil.Process
+	emulator   *gexec.Session
 	stsBaseURL string
 	connFiles  []string
 
@@ -88,7 +92,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	kubectlBin, err = testutil.KubectlBinary()
 	Expect(err).NotTo(HaveOccurred())
-	helmBin, err = testutil.HelmBinary()
+	helmBin, err = testutil.ToolBinary("helm")
+	Expect(err).NotTo(HaveOccurred())
+	kustomizeBin, err = testutil.ToolBinary("kustomize")
 	Expect(err).NotTo(HaveOccurred())
 
 	// Building the two binaries and starting the control plane are the slow
@@ -124,13 +130,16 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	// Tokens live an hour, so nothing is renewed during the suite: every
 	// successful request the emulator counts is a first mint or a duplicate.
-	emulator, stsBaseURL, err = testutil.StartEmulator(emulatorBin, []string{
+	emulator, err = testutil.StartSession(emulatorBin, []string{
 		"--listen", "127.0.0.1:0",
 		"--write-connection-file", filepath.Join(workDir, "conn.json"),
 		"--count", fmt.Sprint(connectionFiles),
 		"--token-ttl", "1h",
-	}, filepath.Join(workDir, "sts-emulator.log"), 30*time.Second)
+	}, nil, filepath.Join(workDir, "sts-emulator.log"))
 	Expect(err).NotTo(HaveOccurred())
+	ready := regexp.QuoteMeta(testutil.EmulatorReadyLine) + `(\S+)`
+	Eventually(emulator.Out).WithTimeout(30*time.Second).Should(gbytes.Say(ready), func() string { return string(emulator.Err.Contents()) })
+	stsBaseURL = regexp.MustCompile(ready).FindStringSubmatch(string(emulator.Out.Contents()))[1]
 	for i := 1; i <= connectionFiles; i++ {
 		connFiles = append(connFiles, filepath.Join(workDir, fmt.Sprintf("conn-%d.json", i)))
 	}
@@ -138,7 +147,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 var _ = AfterSuite(func() {
 	if emulator != nil {
-		Expect(emulator.Stop(15 * time.Second)).To(Succeed())
+		Eventually(emulator.Terminate()).WithTimeout(15 * time.Second).Should(gexec.Exit())
 	}
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())

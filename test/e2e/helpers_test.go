@@ -16,6 +16,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -269,10 +271,20 @@ func managerArgs(deploy *unstructured.Unstructured, metricsAddr, probeAddr strin
 
 // manager is a manager process started for a test.
 type manager struct {
-	*testutil.Process
+	*gexec.Session
 	name        string
 	metricsAddr string
 	probeAddr   string
+}
+
+// log returns everything the manager has logged so far (to stderr).
+func (m *manager) log() string { return string(m.Err.Contents()) }
+
+// stop sends SIGTERM and expects a clean exit (status 0) within the
+// graceful-shutdown timeout.
+func (m *manager) stop() {
+	GinkgoHelper()
+	Eventually(m.Terminate()).WithTimeout(40*time.Second).Should(gexec.Exit(0), m.log)
 }
 
 // startManager runs the manager binary as ServiceAccount namespace/sa, with
@@ -287,19 +299,18 @@ func startManager(name string, deploy *unstructured.Unstructured, namespace, sa 
 	Expect(err).NotTo(HaveOccurred())
 	args := managerArgs(deploy, metricsAddr, probeAddr)
 	GinkgoWriter.Printf("starting manager %s as %s/%s: %s\n", name, namespace, sa, strings.Join(args, " "))
-	p, err := testutil.StartProcess(managerBin, args, []string{"KUBECONFIG=" + kubeconfig},
+	s, err := testutil.StartSession(managerBin, args, []string{"KUBECONFIG=" + kubeconfig},
 		filepath.Join(workDir, "manager-"+name+".log"))
 	Expect(err).NotTo(HaveOccurred())
-	m := &manager{Process: p, name: name, metricsAddr: metricsAddr, probeAddr: probeAddr}
+	m := &manager{Session: s, name: name, metricsAddr: metricsAddr, probeAddr: probeAddr}
 	// Registered in a BeforeAll, this runs after the container's last spec.
 	DeferCleanup(func() {
 		if suiteFailed {
-			GinkgoWriter.Printf("---- manager %s output ----\n%s\n", name, p.Output())
+			GinkgoWriter.Printf("---- manager %s output ----\n%s\n", name, m.log())
 		}
-		p.Kill()
+		Eventually(s.Kill()).Should(gexec.Exit())
 	})
-	_, err = p.WaitForLine("starting manager", 30*time.Second)
-	Expect(err).NotTo(HaveOccurred(), p.Output())
+	Eventually(s.Err).WithTimeout(30*time.Second).Should(gbytes.Say("starting manager"), m.log)
 	return m
 }
 

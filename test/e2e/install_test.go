@@ -204,7 +204,7 @@ func installSpecs() {
 
 		It("hack/deploy.sh sets the image and applies the HA overlay: two replicas with leader election", func() {
 			const img = "registry.invalid:5000/team/clearance-operator:v9.9.9"
-			out, stderr, err := run("hack/deploy.sh", kubectlBin, img, "config/ha")
+			out, stderr, err := runWith([]string{"KUSTOMIZE=" + kustomizeBin}, "hack/deploy.sh", kubectlBin, img, "config/ha")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(stderr).NotTo(ContainSubstring("Warning"), "e.g. a Pod Security warning about the HA Deployment")
 			Expect(out).To(ContainSubstring("serverside-applied"))

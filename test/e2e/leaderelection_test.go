@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -56,8 +57,7 @@ func leaderElectionSpecs() {
 			// Started here so that they outlive the specs below. The first is
 			// the leader: the Lease is free (no other manager uses this namespace).
 			first = startManager("ha-1", kustomizeDeployment, kustomizeNamespace, kustomizeSA)
-			_, err := first.WaitForLine(acquiredLease, 30*time.Second)
-			Expect(err).NotTo(HaveOccurred())
+			Eventually(first.Err).WithTimeout(30 * time.Second).Should(gbytes.Say(acquiredLease))
 			second = startManager("ha-2", kustomizeDeployment, kustomizeNamespace, kustomizeSA)
 		})
 
@@ -73,7 +73,7 @@ func leaderElectionSpecs() {
 			}
 			Expect(successes(first, reader)).To(BeNumerically(">=", len(creds)))
 			Expect(successes(second, reader)).To(BeZero(), "the follower must not mint")
-			Expect(second.Output()).NotTo(ContainSubstring(acquiredLease))
+			Expect(second.log()).NotTo(ContainSubstring(acquiredLease))
 
 			l := lease(Default)
 			Expect(l.Spec.HolderIdentity).NotTo(BeNil())
@@ -85,8 +85,7 @@ func leaderElectionSpecs() {
 			holder := *lease(Default).Spec.HolderIdentity
 			killed := time.Now()
 			first.Kill() // no chance to release the Lease: the follower must wait it out
-			_, err := second.WaitForLine(acquiredLease, leaseDuration+20*time.Second)
-			Expect(err).NotTo(HaveOccurred())
+			Eventually(second.Err).WithTimeout(leaseDuration + 20*time.Second).Should(gbytes.Say(acquiredLease))
 			takeover := time.Since(killed)
 			AddReportEntry("leader failover after SIGKILL", takeover.Round(100*time.Millisecond).String())
 			GinkgoWriter.Printf("failover took %s (lease duration %s)\n", takeover, leaseDuration)
@@ -134,7 +133,7 @@ func leaderElectionSpecs() {
 
 		AfterAll(func() {
 			if second != nil {
-				Expect(second.Stop(40 * time.Second)).To(Succeed())
+				second.stop()
 			}
 		})
 	})

@@ -32,8 +32,7 @@ func operateSpecs() {
 		AfterAll(func() {
 			// SIGTERM: a clean shutdown within the graceful-shutdown timeout,
 			// exit status 0, and the Lease released for the next manager.
-			Expect(mgr.Stop(40 * time.Second)).To(Succeed())
-			Expect(mgr.ExitErr()).NotTo(HaveOccurred(), mgr.Output())
+			mgr.stop()
 		})
 
 		It("mints a token from the emulator into the target Secret and reports Ready=True", func() {
@@ -45,8 +44,8 @@ func operateSpecs() {
 			Expect(secret.OwnerReferences).To(ConsistOf(HaveField("Name", "app")))
 
 			// Neither the token nor the connection file's key reach the logs.
-			Expect(mgr.Output()).NotTo(ContainSubstring(string(secret.Data["token"])))
-			Expect(mgr.Output()).To(ContainSubstring("token written"))
+			Expect(mgr.log()).NotTo(ContainSubstring(string(secret.Data["token"])))
+			Expect(mgr.log()).To(ContainSubstring("token written"))
 			status, err := probe(mgr.probeAddr, "/readyz")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(status).To(Equal(http.StatusOK))

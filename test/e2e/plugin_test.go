@@ -57,8 +57,7 @@ func pluginSpecs() {
 		}, NodeTimeout(5*time.Minute))
 
 		AfterAll(func() {
-			Expect(mgr.Stop(40 * time.Second)).To(Succeed())
-			Expect(mgr.ExitErr()).NotTo(HaveOccurred(), mgr.Output())
+			mgr.stop()
 		})
 
 		It("waits for Ready with kubectl wait, and times out on a credential that cannot be Ready", func() {

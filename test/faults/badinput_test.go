@@ -340,10 +340,10 @@ var _ = Describe("Bad input", Ordered, ContinueOnFailure, func() {
 		expectNoSecretMaterial(ctx, k8sClient, bystanderNS, logSink.String(), [][]byte{bystander.Data}, tokens...)
 	})
 
-	// Regression (found by this suite): at the highest verbosity client-go's
-	// REST client logs request and response bodies (V(8)) through the
-	// reconcile context's logger, which would put the connection Secret
-	// (private key, APIKey) and the token in the log; internal/logsafe caps it.
+	// At the highest verbosity client-go's REST client logs request and
+	// response bodies (V(8)) through the reconcile context's logger, which
+	// would put the connection Secret (private key, APIKey) and the token in
+	// the log; logsafe.CapLevel caps the root logger below that.
 	It("logs no Secret body at the highest verbosity", func() {
 		expectNoSecretInBodyDumps(logSink.String())
 	})

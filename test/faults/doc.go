@@ -1,4 +1,4 @@
-// Package faults holds the reliability and security suite of issue 9: the
+// Package faults holds the reliability and security suite: the
 // operator under STS faults, apiserver outages, manager crashes and bad
 // input, with a secrecy check after every case.
 //

@@ -280,8 +280,8 @@ func expectNoSecretMaterial(ctx context.Context, cl client.Client, ns, logs stri
 	checkedNeedles = append(checkedNeedles, needles...)
 
 	// client-go's body dumps are left to expectNoSecretInBodyDumps, which
-	// one spec per container runs, so that this known leak (reported with
-	// issue 9) fails there, clearly named, rather than in every case.
+	// one spec per container runs, so that a leak through them fails there,
+	// clearly named, rather than in every case.
 	logs, _ = splitBodyDumps(logs)
 	sources := map[string]string{"logs": logs}
 	creds := &clearancev1alpha1.ClearanceCredentialList{}

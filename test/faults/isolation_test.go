@@ -218,7 +218,7 @@ var _ = Describe("Tenant isolation (manager processes)", Ordered, func() {
 		By("warming up with a tenth of the Secrets")
 		createForeign(0, foreign/10)
 		time.Sleep(5 * time.Second)
-		base, err := testutil.ReadProcMemory(proc.Pid())
+		base, err := testutil.ReadProcMemory(proc.pid())
 		Expect(err).NotTo(HaveOccurred())
 
 		By("a tenant creating Secrets the managed-Secret cache selects")
@@ -230,7 +230,7 @@ var _ = Describe("Tenant isolation (manager processes)", Ordered, func() {
 		createProcessCredential(ctx, k8sClient, ns, "cred-2", "conn-2", "token-2")
 		eventuallyReady(ctx, k8sClient, ns, "cred-2", "token-2", 30*time.Second)
 		time.Sleep(10 * time.Second)
-		after, err := testutil.ReadProcMemory(proc.Pid())
+		after, err := testutil.ReadProcMemory(proc.pid())
 		Expect(err).NotTo(HaveOccurred())
 		GinkgoWriter.Printf("manager RSS %d KiB before, %d KiB after %d more labelled Secrets with %d KiB values (peak %d KiB)\n",
 			base.RSS>>10, after.RSS>>10, foreign, valueSize>>10, after.HWM>>10)
@@ -309,7 +309,7 @@ var _ = Describe("Tenant isolation (manager processes)", Ordered, func() {
 				Expect(messages).NotTo(ContainSubstring(leak), "%s: status and events name the class only", c.name)
 			}
 		}
-		Expect(proc.Output()).To(ContainSubstring("connection refused"), "the detail goes to the manager's log")
+		Expect(proc.log()).To(ContainSubstring("connection refused"), "the detail goes to the manager's log")
 		expectAlive(proc)
 		processLogs = append(processLogs, proc)
 	})

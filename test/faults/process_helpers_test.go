@@ -14,6 +14,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -54,22 +56,33 @@ func writeKubeconfig(c *rest.Config) string {
 // variables, args flags. The first renewal is not spread (--renewal-spread=0,
 // as in the in-process managers): these tests time faults against renewals
 // at renewBefore with the 10% jitter.
-func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []string, args ...string) *testutil.Process {
+func startManagerProcess(ctx context.Context, kubeconfig, ns string, env []string, args ...string) *managerProcess {
 	GinkgoHelper()
 	bin := managerBinary(ctx)
 	logPath := filepath.Join(suiteDir, fmt.Sprintf("manager-%s-%s.log", ns, rand.String(4)))
-	p, err := testutil.StartProcess(bin, append([]string{
+	s, err := testutil.StartSession(bin, append([]string{
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--zap-log-level=10", "--zap-devel",
 		"--namespaces=" + ns, "--renewal-spread=0",
 	}, slices.Concat(testutil.EmulatorEgressFlags, args)...), append([]string{"KUBECONFIG=" + kubeconfig}, env...), logPath)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() { _ = p.Stop(30 * time.Second) })
-	_, err = p.WaitForLine("Starting workers", 90*time.Second)
-	Expect(err).NotTo(HaveOccurred(), "manager log: %s", logPath)
-	GinkgoWriter.Printf("manager process %d for namespace %s, log %s\n", p.Pid(), ns, logPath)
+	p := &managerProcess{s}
+	DeferCleanup(func() { Eventually(s.Terminate()).WithTimeout(40 * time.Second).Should(gexec.Exit()) })
+	Eventually(s.Err).WithTimeout(90*time.Second).Should(gbytes.Say("Starting workers"), "manager log: %s", logPath)
+	GinkgoWriter.Printf("manager process %d for namespace %s, log %s\n", p.pid(), ns, logPath)
 	return p
 }
+
+// managerProcess is a manager run as a separate process.
+type managerProcess struct{ *gexec.Session }
+
+func (p *managerProcess) pid() int { return p.Command.Process.Pid }
+
+// log returns everything the manager has logged so far (to stderr).
+func (p *managerProcess) log() string { return string(p.Err.Contents()) }
+
+// kill sends SIGKILL and waits for the exit.
+func (p *managerProcess) kill() { Eventually(p.Kill()).Should(gexec.Exit()) }
 
 // createProcessCredential creates a credential for a manager process (no
 // in-process label).
@@ -88,12 +101,12 @@ func secretPatch(ns, name string) func(*http.Request) bool {
 }
 
 // expectAlive fails if a manager process exited.
-func expectAlive(p *testutil.Process) {
+func expectAlive(p *managerProcess) {
 	GinkgoHelper()
 	select {
-	case <-p.Done():
-		lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
-		Fail(fmt.Sprintf("manager process %d exited (%v); its last lines:\n%s", p.Pid(), p.ExitErr(),
+	case <-p.Exited:
+		lines := strings.Split(strings.TrimSpace(p.log()), "\n")
+		Fail(fmt.Sprintf("manager process %d exited (status %d); its last lines:\n%s", p.pid(), p.ExitCode(),
 			strings.Join(lines[max(0, len(lines)-3):], "\n")))
 	default:
 	}

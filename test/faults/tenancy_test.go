@@ -148,11 +148,10 @@ var _ = Describe("Secrecy and tenancy", Ordered, ContinueOnFailure, func() {
 		expectNoSecretMaterial(ctx, k8sClient, ns, logSink.String(), [][]byte{cf.Data}, token)
 	})
 
-	// Regression: applySecret used to copy template annotations under
-	// clearance.dev/ that it did not set itself; with
-	// clearance.dev/refresh-requested-at in the template, DecideMint saw a
-	// refresh request on every reconcile and each write caused another mint
-	// (found by FuzzTargetSecret in internal/controller; fixed in 36f6ac8).
+	// Template annotations under clearance.dev/ are the operator's own: were
+	// clearance.dev/refresh-requested-at copied from the template, every
+	// reconcile would see a refresh request and each write would cause
+	// another mint.
 	It("does not mint in a loop when the secretTemplate carries the refresh annotation", func(ctx context.Context) {
 		ns := newNamespace(ctx, k8sClient)
 		cf := newConnectionFile(srv)

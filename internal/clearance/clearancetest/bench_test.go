@@ -32,9 +32,9 @@ func report(b *testing.B, cpu time.Duration) {
 // emulator one RSA-2048 verification and one RSA-2048 signature.
 //
 //   - presigned: assertions are signed before the timer starts, so the figure
-//     is the emulator's throughput (client and server share the 2 CPUs).
+//     is the emulator's throughput (client and server share the CPUs).
 //   - sign-per-request: the client also signs inside the timed loop, as a real
-//     client does, which roughly halves throughput on a 2-core machine.
+//     client does, so the signature's cost shows in the throughput.
 func BenchmarkTokenEndpoint(b *testing.B) {
 	srv := newServer(b)
 	cfs := []*clearancetest.ConnectionFile{newClient(b, srv, 1), newClient(b, srv, 2), newClient(b, srv, 3)}
