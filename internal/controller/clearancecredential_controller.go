@@ -22,7 +22,6 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
-	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 )
 
 // Minter is the part of the STS client the controller uses.
@@ -86,9 +85,6 @@ func newReconciler(c client.Client, apiReader, secretMetadata client.Reader, rec
 // Reconcile gets the credential, runs the steps, turns what they found into
 // the status and the next look (outcome), and writes the status once.
 func (r *ClearanceCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	// client-go logs request bodies (our Secrets) through this context's
-	// logger at high verbosity; cap it whatever logger the manager was given.
-	ctx = log.IntoContext(ctx, logsafe.CapVerbosity(log.FromContext(ctx)))
 	cred := &clearancev1alpha1.ClearanceCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {

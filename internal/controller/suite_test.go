@@ -25,6 +25,7 @@ import (
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
+	"github.com/clearance-operator/clearance-operator/internal/logsafe"
 	"github.com/clearance-operator/clearance-operator/internal/testutil"
 )
 
@@ -44,7 +45,7 @@ func TestController(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(logSink), zap.UseDevMode(true), zap.Level(zapcore.Level(-10))))
+	logf.SetLogger(zap.New(zap.WriteTo(logSink), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)), logsafe.CapLevel))
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(clearancev1alpha1.AddToScheme(scheme))
 

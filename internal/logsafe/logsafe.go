@@ -3,9 +3,6 @@
 package logsafe
 
 import (
-	"slices"
-
-	"github.com/go-logr/logr"
 	uberzap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -30,69 +27,4 @@ func CapLevel(o *zap.Options) {
 	o.Level = uberzap.LevelEnablerFunc(func(l zapcore.Level) bool {
 		return l >= -MaxVerbosity && level.Enabled(l)
 	})
-}
-
-// CapVerbosity returns a logger that drops Info lines above MaxVerbosity.
-// Errors are kept: they carry no request bodies.
-// CapLevel on the root logger supersedes it; it stays only until its last
-// caller is gone.
-func CapVerbosity(l logr.Logger) logr.Logger {
-	sink := l.GetSink()
-	if sink == nil {
-		return l
-	}
-	if _, ok := sink.(*cappedSink); ok {
-		return l
-	}
-	return logr.New(&cappedSink{LogSink: sink})
-}
-
-// cappedSink also holds the values given to WithValues and hands them to the
-// underlying sink with each line, instead of calling its WithValues: with zap
-// that call clones the encoder and encodes the values (several KB per call),
-// and controller-runtime makes two of them for every reconcile, which mostly
-// logs nothing.
-type cappedSink struct {
-	logr.LogSink
-	values []any
-}
-
-func (s *cappedSink) Enabled(level int) bool {
-	return level <= MaxVerbosity && s.LogSink.Enabled(level)
-}
-
-func (s *cappedSink) Info(level int, msg string, kv ...any) {
-	if level > MaxVerbosity {
-		return
-	}
-	s.LogSink.Info(level, msg, s.with(kv)...)
-}
-
-func (s *cappedSink) Error(err error, msg string, kv ...any) {
-	s.LogSink.Error(err, msg, s.with(kv)...)
-}
-
-// with puts the held values before a line's own, where the sink's
-// WithValues would have put them.
-func (s *cappedSink) with(kv []any) []any {
-	if len(s.values) == 0 {
-		return kv
-	}
-	return append(slices.Clip(s.values), kv...)
-}
-
-func (s *cappedSink) WithValues(kv ...any) logr.LogSink {
-	return &cappedSink{LogSink: s.LogSink, values: append(slices.Clip(s.values), kv...)}
-}
-
-func (s *cappedSink) WithName(name string) logr.LogSink {
-	return &cappedSink{LogSink: s.LogSink.WithName(name), values: s.values}
-}
-
-// WithCallDepth keeps caller information pointing at the real call site.
-func (s *cappedSink) WithCallDepth(depth int) logr.LogSink {
-	if cd, ok := s.LogSink.(logr.CallDepthLogSink); ok {
-		return &cappedSink{LogSink: cd.WithCallDepth(depth + 1), values: s.values}
-	}
-	return s
 }
