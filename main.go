@@ -142,9 +142,8 @@ func runManager(args []string) int {
 	cfg.Burst = kubeAPIBurst
 	cfg.UserAgent = "clearance-operator"
 	// The apiserver gzips watch streams for clients that accept it, flushing
-	// per event: CPU on both ends for events of a few KB, on what is
-	// normally a cluster-local link (make bench, 10,000 credentials: about
-	// 1% of the whole run's CPU).
+	// per event: CPU on both ends for small events, on what is normally a
+	// cluster-local link.
 	cfg.DisableCompression = true
 
 	cacheOpts := cache.Options{}
