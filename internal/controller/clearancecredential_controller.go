@@ -144,6 +144,7 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	}
 	if !f.decision.Mint() {
 		r.unwritten.forget(key) // a token kept from a failed write is not needed any more
+		log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", f.target.stored.ExpiresAt, "renewAt", f.decision.RenewAt)
 		return f, r.applyTemplate(ctx, cred, f.target)
 	}
 	if f.decision.Deferred(now) {
@@ -384,7 +385,7 @@ func (r *ClearanceCredentialReconciler) applyTemplate(ctx context.Context, cred 
 // mint makes one token request (the STS client fails over between
 // addresses). It returns the token, or nil with what happened in f.
 func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, src connectionSource, f *findings, now time.Time) (*mintedToken, error) {
-	if !r.mintSlots.acquire(cred.Namespace) {
+	if !r.mintSlots.acquire(ctx, cred.Namespace, mintSlotWait) {
 		// Other mints of this namespace are in flight (its STS may hang):
 		// give the worker back to the other namespaces.
 		f.slotWait = mintSlotRetry + time.Duration(objectJitter(cred.UID, now.String())*float64(mintSlotRetry))

@@ -1,37 +1,47 @@
 package controller
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
 func TestMintSlots(t *testing.T) {
+	ctx := context.Background()
+	const wait = 20 * time.Millisecond
 	m := newMintSlots(2)
 	for i := range 2 {
-		if !m.acquire("a") {
+		if !m.acquire(ctx, "a", wait) {
 			t.Fatalf("slot %d of namespace a is taken", i+1)
 		}
 	}
-	if m.acquire("a") {
+	if m.acquire(ctx, "a", wait) {
 		t.Error("a third concurrent mint of namespace a was admitted")
 	}
-	if !m.acquire("b") {
+	if !m.acquire(ctx, "b", wait) {
 		t.Error("namespace b is not limited by a's mints")
 	}
+
+	// A slot freed while a reconcile waits goes to it.
+	got := make(chan bool)
+	go func() { got <- m.acquire(ctx, "a", time.Minute) }()
+	time.Sleep(wait)
 	m.release("a")
-	if !m.acquire("a") {
-		t.Error("a released slot is free again")
+	if !<-got {
+		t.Error("a waiting reconcile did not get the slot released meanwhile")
 	}
+
 	m.release("a")
 	m.release("a")
 	m.release("b")
-	if len(m.inUse) != 0 {
-		t.Errorf("counts left after every release: %v", m.inUse)
+	if len(m.namespaces) != 0 {
+		t.Errorf("namespaces left after every release: %v", m.namespaces)
 	}
 	unbounded := newMintSlots(0)
 	for range 100 {
-		if !unbounded.acquire("a") {
+		if !unbounded.acquire(ctx, "a", 0) {
 			t.Fatal("a limit of 0 bounds nothing")
 		}
 	}
