@@ -319,9 +319,12 @@ func (e *env) startManager(extraArgs ...string) (*manager, error) {
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--max-concurrent-reconciles=" + strconv.Itoa(e.b.cfg.Concurrency),
 		"--zap-encoder=json", "--zap-time-encoding=rfc3339nano",
-		// The floor has no token-request rate limit: the operator's shipped
-		// one would measure the limit, not the operator.
+		// The floor has no token-request rate limit and no per-namespace
+		// bound on concurrent token requests: with every credential in one
+		// namespace, the shipped ones would measure those limits (tenant
+		// fairness), not the operator.
 		"--sts-requests-per-second=0",
+		"--max-concurrent-mints-per-namespace=" + strconv.Itoa(e.b.cfg.Concurrency),
 	}
 	args = append(args, testutil.EmulatorEgressFlags...)
 	args = append(args, e.b.cfg.ManagerArgs...)
