@@ -16,7 +16,7 @@ func BenchmarkMint(b *testing.B) {
 	sts := newTestSTS(b, &testKey(b).PublicKey, clk.Now, nil)
 	sts.verify = false
 	conn := mustConnection(b, nil, sts.base())
-	c := NewClient(WithClock(clk))
+	c := NewClient(WithClock(clk), WithEgress(loopbackEgress))
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
