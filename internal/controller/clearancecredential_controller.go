@@ -133,19 +133,8 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	if src, f.problem, err = r.readSource(ctx, cred, f.target.stored); err != nil || f.problem != nil {
 		return f, err
 	}
-	if f.decision = r.decide(cred, src, f.target.stored, now); f.decision.Mint() && f.target.fromCache {
-		// A mint is the one costly step that is not idempotent: a cached
-		// target that lags behind our last write would have it repeated, so
-		// the decision to mint is confirmed against the apiserver.
-		if f.target, err = r.readTargetLive(ctx, cred); err != nil || f.target.conflict {
-			return f, err
-		}
-		f.decision = r.decide(cred, src, f.target.stored, now)
-	}
-	if !f.decision.Mint() {
-		r.unwritten.forget(key) // a token kept from a failed write is not needed any more
-		log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", f.target.stored.ExpiresAt, "renewAt", f.decision.RenewAt)
-		return f, r.applyTemplate(ctx, cred, f.target)
+	if f.decision = r.decide(cred, src, f.target.stored, now); !f.decision.Mint() {
+		return f, r.keepStored(ctx, cred, f)
 	}
 	if f.decision.Deferred(now) {
 		return f, nil
@@ -157,6 +146,20 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 		f.inputs = failedInputs(src.version, specHash(cred), refresh)
 		if f.backoffUntil = backoffUntil(&cred.Status, f.inputs, now); !f.backoffUntil.IsZero() {
 			return f, nil
+		}
+		if f.target.fromCache {
+			// A mint is the one costly step that is not idempotent: a cached
+			// target that lags behind our last write would have it repeated,
+			// so the decision to mint is confirmed against the apiserver.
+			if f.target, err = r.readTargetLive(ctx, cred); err != nil || f.target.conflict {
+				return f, err
+			}
+			if f.decision = r.decide(cred, src, f.target.stored, now); !f.decision.Mint() {
+				return f, r.keepStored(ctx, cred, f)
+			}
+			if f.decision.Deferred(now) {
+				return f, nil
+			}
 		}
 		if minted, err = r.mint(ctx, cred, src, &f, now); minted == nil || err != nil {
 			return f, err
@@ -170,6 +173,14 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	r.reportWrite(ctx, cred, f.decision, minted)
 	f.written = minted
 	return f, nil
+}
+
+// keepStored is the step for a stored token that needs no successor: a token
+// kept from a failed write is dropped, and a changed template is applied.
+func (r *ClearanceCredentialReconciler) keepStored(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, f findings) error {
+	r.unwritten.forget(client.ObjectKeyFromObject(cred))
+	log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", f.target.stored.ExpiresAt, "renewAt", f.decision.RenewAt)
+	return r.applyTemplate(ctx, cred, f.target)
 }
 
 // targetFound is what readTarget learnt about the target Secret.
