@@ -146,14 +146,7 @@ func runManager(args []string) int {
 	// cluster-local link.
 	cfg.DisableCompression = true
 
-	cacheOpts := cache.Options{}
-	if ns := splitNamespaces(namespaces); len(ns) > 0 {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, n := range ns {
-			cacheOpts.DefaultNamespaces[n] = cache.Config{}
-		}
-	}
-
+	watched := splitNamespaces(namespaces)
 	// HTTP/2 stays off on the metrics endpoint (HTTP/2 Rapid Reset, CVE-2023-44487).
 	disableHTTP2 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -174,7 +167,7 @@ func runManager(args []string) int {
 		RenewDeadline:                 &renewDeadline,
 		RetryPeriod:                   &retryPeriod,
 		GracefulShutdownTimeout:       &gracefulShutdown,
-		Cache:                         controller.ManagedSecretsCacheOptions(cacheOpts),
+		Cache:                         controller.ManagedSecretsCacheOptions(cache.Options{DefaultNamespaces: controller.CacheNamespaces(watched)}),
 	})
 	if err != nil {
 		setupLog.Error(err, "unable to create the manager")
@@ -187,7 +180,7 @@ func runManager(args []string) int {
 	}
 	if err := controller.Setup(mgr, controller.Options{
 		Minter:                         clearance.NewClient(stsOpts...),
-		Namespaces:                     splitNamespaces(namespaces),
+		Namespaces:                     watched,
 		MaxConcurrentReconciles:        maxConcurrentReconciles,
 		RenewalSpread:                  renewalSpread,
 		MinForcedMintInterval:          minForcedMintInterval,

@@ -43,6 +43,19 @@ func ManagedSecretsCacheOptions(opts cache.Options) cache.Options {
 	return opts
 }
 
+// CacheNamespaces restricts a cache to namespaces (nil for all), for the
+// manager's cache and the Secret metadata cache alike.
+func CacheNamespaces(namespaces []string) map[string]cache.Config {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	configs := map[string]cache.Config{}
+	for _, ns := range namespaces {
+		configs[ns] = cache.Config{}
+	}
+	return configs
+}
+
 // newSecretMetadataCache returns a cache that watches the metadata of the
 // Secrets the operator does not manage (the managed ones are in the manager's
 // cache already, and their writes would be watched twice) and keeps just
@@ -112,13 +125,7 @@ func (o Options) withDefaults() Options {
 // created with ManagedSecretsCacheOptions.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
-	cacheOpts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}
-	if len(opts.Namespaces) > 0 {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range opts.Namespaces {
-			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
+	cacheOpts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), DefaultNamespaces: CacheNamespaces(opts.Namespaces)}
 	secretMetadata, err := newSecretMetadataCache(mgr.GetConfig(), cacheOpts)
 	if err != nil {
 		return fmt.Errorf("creating the Secret metadata cache: %w", err)
