@@ -538,6 +538,13 @@ func TestReconcileRenewalNotDue(t *testing.T) {
 	res := h.mustReconcile()
 
 	g.Expect(h.minter.calls).To(Equal(1), "no new token request")
+	h.expectFirstTokenStands(g, res, renewal, now)
+}
+
+// expectFirstTokenStands checks a reconcile at now that found the first
+// token current: the same token, schedule and Ready condition, a requeue at
+// its renewal, no event.
+func (h *harness) expectFirstTokenStands(g Gomega, res ctrl.Result, renewal, now time.Time) {
 	g.Expect(h.token()).To(Equal("token-1"))
 	g.Expect(h.renewalTime()).To(BeTemporally("==", renewal), "the schedule stands")
 	g.Expect(res.RequeueAfter).To(BeNumerically("~", renewal.Sub(now), time.Second))
@@ -559,11 +566,7 @@ func TestReconcileRestartResumes(t *testing.T) {
 	res := h.mustReconcile()
 
 	g.Expect(h.minter.calls).To(Equal(1), "no re-mint on restart")
-	g.Expect(h.token()).To(Equal("token-1"))
-	g.Expect(h.renewalTime()).To(BeTemporally("==", renewal))
-	g.Expect(res.RequeueAfter).To(BeNumerically("~", renewal.Sub(now), time.Second))
-	g.Expect(h.conditions()).To(HaveKeyWithValue(clearancev1alpha1.ConditionReady, haveCond(metav1.ConditionTrue, clearancev1alpha1.ReasonTokenValid)))
-	g.Expect(h.events()).To(BeEmpty())
+	h.expectFirstTokenStands(g, res, renewal, now)
 }
 
 func TestReconcileRenewalDue(t *testing.T) {
