@@ -197,7 +197,9 @@ type targetFound struct {
 // readTarget finds the target Secret. The cache holds only managed Secrets.
 // A miss that the metadata-only cache of the other Secrets does not know
 // either is taken as "absent": the write then creates it, and a create cannot
-// overwrite a Secret that appeared meanwhile (see writeTarget). Any other
+// overwrite a Secret that appeared meanwhile (see writeTarget). Such a miss
+// is still a cached answer once a token was requested for the credential:
+// the cache may not have seen the Secret that request wrote yet. Any other
 // miss (a foreign or unlabelled Secret of that name) is confirmed with one
 // direct GET.
 func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential) (targetFound, error) {
@@ -207,7 +209,7 @@ func (r *ClearanceCredentialReconciler) readTarget(ctx context.Context, cred *cl
 	switch {
 	case apierrors.IsNotFound(err):
 		if _, mdErr := r.secretMetadataOf(ctx, key); apierrors.IsNotFound(mdErr) {
-			return targetFound{}, nil
+			return targetFound{fromCache: cred.Status.LastRequestTime != nil}, nil
 		}
 		return r.readTargetLive(ctx, cred)
 	case err != nil:

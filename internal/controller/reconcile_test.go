@@ -82,7 +82,8 @@ func newTestReconciler(cached client.Client, apiReader, secretMetadata client.Re
 //     and its metadata reader serves only the other Secrets, as
 //     NewSecretMetadataCache does.
 //
-// The cache views are never behind: what lagging caches do is for the
+// The cache views are never behind, except where a test hides the target
+// Secret from the cache (targetNotCached); how real caches lag is for the
 // envtest suite.
 type harness struct {
 	t        *testing.T
@@ -103,6 +104,9 @@ type harness struct {
 	// failSecretWrites is how many of the next Secret writes (create, apply,
 	// patch or update) the API server refuses as unavailable.
 	failSecretWrites int
+	// targetNotCached: the cached client has not seen the target Secret
+	// yet, as when its informer lags behind the reconciler's own create.
+	targetNotCached bool
 }
 
 // newHarness creates the connection Secret and the credential (after the
@@ -168,7 +172,9 @@ func newHarness(t *testing.T, mutate ...func(*clearancev1alpha1.ClearanceCredent
 			return c.Apply(ctx, obj, opts...)
 		},
 	})
-	h.cached = managedSecretCacheView(t, h.apiserver)
+	h.cached = managedSecretCacheView(t, h.apiserver, func(key client.ObjectKey) bool {
+		return h.targetNotCached && key == types.NamespacedName{Namespace: testNamespace, Name: testTarget}
+	})
 	h.metadata = unmanagedSecretMetadataView(h.apiserver)
 	h.r = h.newReconciler()
 
@@ -221,8 +227,9 @@ func (h *harness) secretWriteFault(obj any) error {
 
 // managedSecretCacheView serves Secrets as the manager's cache does: only
 // those its label selector admits, through its transform (both taken from
-// ManagedSecretsCacheOptions, so the view follows it).
-func managedSecretCacheView(t *testing.T, api client.WithWatch) client.Client {
+// ManagedSecretsCacheOptions, so the view follows it), and none that
+// notSeen names.
+func managedSecretCacheView(t *testing.T, api client.WithWatch, notSeen func(client.ObjectKey) bool) client.Client {
 	t.Helper()
 	var secrets *cache.ByObject
 	for obj, by := range ManagedSecretsCacheOptions(cache.Options{}).ByObject {
@@ -242,7 +249,7 @@ func managedSecretCacheView(t *testing.T, api client.WithWatch) client.Client {
 			if !ok {
 				return nil
 			}
-			if secrets.Label != nil && !secrets.Label.Matches(labels.Set(s.Labels)) {
+			if notSeen(key) || secrets.Label != nil && !secrets.Label.Matches(labels.Set(s.Labels)) {
 				return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
 			}
 			if secrets.Transform == nil {
@@ -550,6 +557,30 @@ func (h *harness) expectFirstTokenStands(g Gomega, res ctrl.Result, renewal, now
 	g.Expect(res.RequeueAfter).To(BeNumerically("~", renewal.Sub(now), time.Second))
 	g.Expect(h.conditions()).To(HaveKeyWithValue(clearancev1alpha1.ConditionReady, haveCond(metav1.ConditionTrue, clearancev1alpha1.ReasonTokenValid)))
 	g.Expect(h.events()).To(BeEmpty())
+}
+
+// TestReconcileCacheBehindOwnWrite: a reconcile whose cache has not seen
+// the Secret the previous one created (the status write's own event can
+// come first) does not request a second token; a target that is really
+// gone is minted again.
+func TestReconcileCacheBehindOwnWrite(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t)
+	h.mintFirst()
+	renewal := h.renewalTime()
+	h.targetNotCached = true
+
+	now := testStart.Add(time.Second)
+	h.advanceTo(now)
+	res := h.mustReconcile()
+
+	g.Expect(h.minter.calls).To(Equal(1), "no second token request")
+	h.expectFirstTokenStands(g, res, renewal, now)
+
+	g.Expect(h.store.Delete(h.ctx, h.secret(testTarget))).To(Succeed())
+	h.mustReconcile()
+	g.Expect(h.minter.calls).To(Equal(2), "a deleted target is minted again")
+	g.Expect(h.token()).To(Equal("token-2"))
 }
 
 // TestReconcileRestartResumes: a new reconciler (a restarted operator, or
