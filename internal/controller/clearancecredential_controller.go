@@ -135,6 +135,12 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	if f.suspended = cred.Spec.Suspend; f.suspended {
 		return f, nil
 	}
+	// A template the user must fix is found before anything is read or
+	// requested, like a connection Secret the user must fix.
+	if _, err := parseDataTemplates(templateData(cred.Spec.SecretTemplate)); err != nil {
+		f.problem = templateProblem(err)
+		return f, nil
+	}
 	if src, f.problem, err = r.readSource(ctx, cred, f.target.stored); err != nil || f.problem != nil {
 		return f, err
 	}
@@ -148,7 +154,8 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 		f.decision = r.decide(cred, src, f.target.stored, now)
 	}
 	if !f.decision.Mint() {
-		return f, r.applyTemplate(ctx, cred, f.target)
+		f.problem, err = r.applyTemplate(ctx, cred, src, f.target)
+		return f, err
 	}
 	if f.decision.Deferred(now) {
 		return f, nil
@@ -165,7 +172,15 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 			return f, err
 		}
 	}
-	if err := r.writeTarget(ctx, cred, f.target, minted); err != nil {
+	rendered, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(minted.token, minted.connection))
+	if err != nil {
+		// Tried before the request with a placeholder token; what fails
+		// only with the real one (its size) keeps it for the fixed template.
+		r.unwritten.keep(key, minted)
+		f.problem = templateProblem(err)
+		return f, nil
+	}
+	if err := r.writeTarget(ctx, cred, f.target, minted, rendered); err != nil {
 		r.unwritten.keep(key, minted)
 		f.writeFailed = true
 		return f, err
@@ -361,23 +376,38 @@ func (r *ClearanceCredentialReconciler) decide(cred *clearancev1alpha1.Clearance
 }
 
 // applyTemplate writes a changed secretTemplate onto the stored Secret
-// without a new token. The operator holds target Secrets without their data,
-// so this rare path reads the full Secret once.
-func (r *ClearanceCredentialReconciler) applyTemplate(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound) error {
+// without a new token, rendering the data templates again from the stored
+// token. The operator holds target Secrets without their data, so this rare
+// path reads the full Secret once, and the connection file (its address
+// lists) unless this reconcile has read it already. A template that cannot
+// render is returned as the problem, and nothing is written.
+func (r *ClearanceCredentialReconciler) applyTemplate(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, src connectionSource, target targetFound) (*sourceProblem, error) {
 	if target.secret == nil || templateApplied(cred, target.secret) {
-		return nil
+		return nil, nil
+	}
+	if src.file == nil {
+		var problem *sourceProblem
+		var err error
+		if src, problem, err = r.loadSource(ctx, cred, src.version); err != nil || problem != nil {
+			return problem, err
+		}
 	}
 	full := &corev1.Secret{}
 	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(target.secret), full); err != nil {
-		return fmt.Errorf("reading target Secret: %w", err)
+		return nil, fmt.Errorf("reading target Secret: %w", err)
 	}
 	if !controlledBy(full, cred) {
-		return fmt.Errorf("target Secret %q changed owner while its metadata was being updated", full.Name)
+		return nil, fmt.Errorf("target Secret %q changed owner while its metadata was being updated", full.Name)
 	}
-	if err := r.apply(ctx, reapplySecret(cred, full)); err != nil {
-		return fmt.Errorf("updating target Secret metadata: %w", err)
+	stored := storedMinted(full, src.file)
+	rendered, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(stored.token, stored.connection))
+	if err != nil {
+		return templateProblem(err), nil
 	}
-	return nil
+	if err := r.apply(ctx, reapplySecret(cred, full, src.file, rendered)); err != nil {
+		return nil, fmt.Errorf("updating the target Secret's template: %w", err)
+	}
+	return nil, nil
 }
 
 // mint makes one token request (the STS client fails over between
@@ -398,6 +428,12 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 			return nil, err
 		}
 		f.inputs = failedInputs(src.version, cred.Generation, cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation])
+	}
+	// The templates are tried with the connection file and a placeholder
+	// token, so one that cannot render costs no token request.
+	if _, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(placeholderToken, src.file)); err != nil {
+		f.problem = templateProblem(err)
+		return nil, nil
 	}
 	logger := log.FromContext(ctx)
 	logger.V(1).Info("requesting a token", "reason", f.decision.Reason)
@@ -442,13 +478,13 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 // (cheaper for the apiserver than an apply that creates, and it fails on any
 // existing Secret, so it can never take over a foreign one), else
 // server-side apply with the found Secret's UID as precondition.
-func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound, m *mintedToken) error {
+func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound, m *mintedToken, rendered map[string][]byte) error {
 	if target.secret != nil {
-		return r.apply(ctx, targetSecret(cred, m, target.secret.UID))
+		return r.apply(ctx, targetSecret(cred, m, rendered, target.secret.UID))
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
 	defer cancel()
-	err := r.Create(wctx, newTargetSecret(cred, m), client.FieldOwner(FieldOwner))
+	err := r.Create(wctx, newTargetSecret(cred, m, rendered), client.FieldOwner(FieldOwner))
 	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -460,7 +496,7 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *c
 	case found.conflict:
 		return fmt.Errorf("target Secret %q was created by someone else meanwhile", cred.Spec.SecretName)
 	}
-	return r.apply(ctx, targetSecret(cred, m, found.secret.UID))
+	return r.apply(ctx, targetSecret(cred, m, rendered, found.secret.UID))
 }
 
 // reportWrite records a stored token in an event and the log.

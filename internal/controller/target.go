@@ -182,10 +182,10 @@ func parseTime(v string) time.Time {
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// targetContent is what the target Secret holds for a minted token. Only
-// non-secret extras are copied from the connection file: never the private
-// key or the APIKey.
-func targetContent(m *mintedToken) (data map[string][]byte, annotations map[string]string) {
+// targetContent is what the target Secret holds for a minted token, with
+// the rendered data templates (rendered). Only non-secret extras are copied
+// from the connection file: never the private key or the APIKey.
+func targetContent(m *mintedToken, rendered map[string][]byte) (data map[string][]byte, annotations map[string]string) {
 	expiresAt := formatTime(m.token.ExpiresAt)
 	data = map[string][]byte{
 		clearancev1alpha1.SecretKeyToken:     []byte(m.token.AccessToken),
@@ -196,6 +196,11 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 	}
 	for member, addr := range m.connection.FirstAddresses {
 		data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
+	}
+	for k, v := range rendered {
+		if _, taken := data[k]; !taken { // the render refuses these already
+			data[k] = v
+		}
 	}
 	annotations = map[string]string{
 		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
@@ -218,14 +223,14 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 // Always type Opaque and always controlled by the credential: nothing in the
 // spec can change either. uid is the Secret the operator found (see
 // applySecret).
-func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, uid types.UID) *corev1ac.SecretApplyConfiguration {
-	data, annotations := targetContent(m)
+func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, rendered map[string][]byte, uid types.UID) *corev1ac.SecretApplyConfiguration {
+	data, annotations := targetContent(m, rendered)
 	return applySecret(cred, data, annotations, uid)
 }
 
 // newTargetSecret is the same Secret as targetSecret, as an object to create.
-func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1.Secret {
-	data, annotations := targetContent(m)
+func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, rendered map[string][]byte) *corev1.Secret {
+	data, annotations := targetContent(m, rendered)
 	labels := targetMetadata(cred, annotations)
 	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
 	return &corev1.Secret{
@@ -239,25 +244,57 @@ func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken
 	}
 }
 
-// reapplySecret re-applies the stored data with the current template, for
-// metadata-only changes that need no new token. stored is the full Secret
-// (read from the apiserver, not the slimmed form the operator holds).
-func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret) *corev1ac.SecretApplyConfiguration {
+// storedMinted rebuilds the token and its inputs from a full target Secret
+// (read from the apiserver, not the slimmed form the operator holds) and
+// the connection file it was minted from, to write it again under a changed
+// template without a new token.
+func storedMinted(stored *corev1.Secret, conn *clearance.ConnectionFile) *mintedToken {
+	return &mintedToken{
+		token: &clearance.Token{
+			AccessToken: string(stored.Data[clearancev1alpha1.SecretKeyToken]),
+			TokenType:   string(stored.Data[clearancev1alpha1.SecretKeyTokenType]),
+			ExpiresAt:   parseTime(string(stored.Data[clearancev1alpha1.SecretKeyExpiresAt])),
+		},
+		connection: conn,
+	}
+}
+
+// reapplySecret re-applies a stored token with the current template, for
+// template changes that need no new token: the operator's data keys as
+// stored (the address keys from the connection file the token was minted
+// from) and the data templates rendered again. Keys a template no longer
+// names are dropped by the apply. stored is the full Secret.
+func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret, conn *clearance.ConnectionFile, rendered map[string][]byte) *corev1ac.SecretApplyConfiguration {
 	annotations := map[string]string{}
 	for k, v := range stored.Annotations {
 		if strings.HasPrefix(k, annotationPrefix) {
 			annotations[k] = v
 		}
 	}
-	return applySecret(cred, maps.Clone(stored.Data), annotations, stored.UID)
+	data := map[string][]byte{}
+	for _, k := range fixedDataKeys {
+		if v, ok := stored.Data[k]; ok {
+			data[k] = v
+		}
+	}
+	for member, addr := range conn.FirstAddresses {
+		data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
+	}
+	for k, v := range rendered {
+		if _, taken := data[k]; !taken {
+			data[k] = v
+		}
+	}
+	return applySecret(cred, data, annotations, stored.UID)
 }
 
-// templateHash identifies the template's labels and annotations, so the
-// operator can tell whether a stored Secret carries them without holding
-// them ("" for no template).
+// templateHash identifies the template's labels, annotations and data
+// templates, so the operator can tell whether a stored Secret carries them
+// without holding them ("" for no template). A template without data hashes
+// as it did before data templates existed.
 func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
 	t := cred.Spec.SecretTemplate
-	if t == nil || len(t.Labels)+len(t.Annotations) == 0 {
+	if t == nil || len(t.Labels)+len(t.Annotations)+len(t.Data) == 0 {
 		return ""
 	}
 	parts := []string{"labels"}
@@ -267,6 +304,12 @@ func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
 	parts = append(parts, "annotations")
 	for _, k := range slices.Sorted(maps.Keys(t.Annotations)) {
 		parts = append(parts, k, t.Annotations[k])
+	}
+	if len(t.Data) > 0 {
+		parts = append(parts, "data")
+		for _, k := range slices.Sorted(maps.Keys(t.Data)) {
+			parts = append(parts, k, t.Data[k])
+		}
 	}
 	return shortHash(parts...)
 }
