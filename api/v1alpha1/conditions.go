@@ -41,6 +41,9 @@ const (
 	// ReasonDestinationNotAllowed: an STS address is not allowed by the operator's egress policy
 	// (plain http, or a loopback, link-local or private destination); nothing was sent to it.
 	ReasonDestinationNotAllowed = "DestinationNotAllowed"
+	// ReasonNoNamespacesSelected: a ClusterClearanceCredential selects no namespace (the operator
+	// watches); nothing is minted until one is selected.
+	ReasonNoNamespacesSelected = "NoNamespacesSelected"
 	// ReasonTemplateInvalid: spec.secretTemplate.data cannot be rendered; the message names the key and the
 	// problem. Nothing is written and no token is requested until the template is fixed.
 	ReasonTemplateInvalid = "TemplateInvalid"

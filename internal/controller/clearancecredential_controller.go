@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
@@ -61,6 +62,9 @@ type ClearanceCredentialReconciler struct {
 	secretMetadata client.Reader
 	recorder       events.EventRecorder
 	opts           Options
+	// regarding, when set, names the object events are about (see
+	// ClusterClearanceCredentialReconciler); else the credential itself.
+	regarding func(*clearancev1alpha1.ClearanceCredential) runtime.Object
 
 	mintSlots   *mintSlots
 	secretUsers *secretUsers
@@ -526,16 +530,22 @@ func (r *ClearanceCredentialReconciler) writeStatus(ctx context.Context, cred *c
 	if equality.Semantic.DeepEqual(cred.Status, status) {
 		return nil
 	}
+	return patchStatus(ctx, r.Client, cred, status)
+}
+
+// patchStatus replaces obj's status with one JSON patch that fails with a
+// conflict unless obj is still at the resourceVersion it was read at.
+func patchStatus(ctx context.Context, c client.Client, obj client.Object, status any) error {
 	// "add" replaces an existing member and creates a missing one (RFC 6902
 	// section 4.1); "replace" would fail on a credential without a status.
 	data, err := json.Marshal([]jsonPatchOperation{
-		{Op: "replace", Path: "/metadata/resourceVersion", Value: cred.ResourceVersion},
+		{Op: "replace", Path: "/metadata/resourceVersion", Value: obj.GetResourceVersion()},
 		{Op: "add", Path: "/status", Value: status},
 	})
 	if err != nil {
 		return err
 	}
-	return r.Status().Patch(ctx, cred, client.RawPatch(types.JSONPatchType, data))
+	return c.Status().Patch(ctx, obj, client.RawPatch(types.JSONPatchType, data))
 }
 
 // jsonPatchOperation is one operation of a JSON patch (RFC 6902).
@@ -547,7 +557,11 @@ type jsonPatchOperation struct {
 
 // event records an event with a capped note.
 func (r *ClearanceCredentialReconciler) event(cred *clearancev1alpha1.ClearanceCredential, eventType, reason, action, note string) {
-	r.recorder.Eventf(cred, nil, eventType, reason, action, "%s", capMessage(note))
+	var obj runtime.Object = cred
+	if r.regarding != nil {
+		obj = r.regarding(cred)
+	}
+	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", capMessage(note))
 }
 
 // Options configure the controller; zero values get the defaults named.
@@ -572,6 +586,9 @@ type Options struct {
 	// MaxConcurrentMintsPerNamespace bounds the token requests of one
 	// namespace in flight at once (see mintSlots); 0 sets no bound.
 	MaxConcurrentMintsPerNamespace int
+	// ClusterResourceNamespace is where ClusterClearanceCredentials read
+	// their connection Secrets; empty serves no ClusterClearanceCredentials.
+	ClusterResourceNamespace string
 }
 
 // withDefaults fills in the zero values.

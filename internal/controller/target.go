@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/utils/ptr"
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
@@ -231,13 +232,32 @@ func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, r
 // newTargetSecret is the same Secret as targetSecret, as an object to create.
 func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, rendered map[string][]byte) *corev1.Secret {
 	data, annotations := targetContent(m, rendered)
-	labels := targetMetadata(cred, annotations)
-	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
+	return newOwnedSecret(ownerOf(cred), cred.Namespace, cred.Spec.SecretName, data, annotations)
+}
+
+// secretOwner is the credential, of either kind, that target Secrets belong to.
+type secretOwner struct {
+	kind     string
+	name     string
+	uid      types.UID
+	template *clearancev1alpha1.SecretTemplate
+}
+
+func ownerOf(cred *clearancev1alpha1.ClearanceCredential) secretOwner {
+	return secretOwner{kind: "ClearanceCredential", name: cred.Name, uid: cred.UID, template: cred.Spec.SecretTemplate}
+}
+
+// newOwnedSecret is a target Secret of owner with this content, as an object to create.
+func newOwnedSecret(owner secretOwner, namespace, name string, data map[string][]byte, annotations map[string]string) *corev1.Secret {
+	labels := ownedMetadata(owner, annotations)
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: cred.Spec.SecretName, Namespace: cred.Namespace,
+			Name: name, Namespace: namespace,
 			Labels: labels, Annotations: annotations,
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(cred, gvk)},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: clearancev1alpha1.GroupVersion.String(), Kind: owner.kind, Name: owner.name, UID: owner.uid,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: data,
@@ -265,13 +285,19 @@ func storedMinted(stored *corev1.Secret, conn *clearance.ConnectionFile) *minted
 // from) and the data templates rendered again. Keys a template no longer
 // names are dropped by the apply. stored is the full Secret.
 func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret, conn *clearance.ConnectionFile, rendered map[string][]byte) *corev1ac.SecretApplyConfiguration {
-	annotations := map[string]string{}
+	data, annotations := reappliedContent(stored, conn, rendered)
+	return applySecret(cred, data, annotations, stored.UID)
+}
+
+// reappliedContent is the data and bookkeeping annotations reapplySecret writes.
+func reappliedContent(stored *corev1.Secret, conn *clearance.ConnectionFile, rendered map[string][]byte) (data map[string][]byte, annotations map[string]string) {
+	annotations = map[string]string{}
 	for k, v := range stored.Annotations {
 		if strings.HasPrefix(k, annotationPrefix) {
 			annotations[k] = v
 		}
 	}
-	data := map[string][]byte{}
+	data = map[string][]byte{}
 	for _, k := range fixedDataKeys {
 		if v, ok := stored.Data[k]; ok {
 			data[k] = v
@@ -285,7 +311,7 @@ func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.S
 			data[k] = v
 		}
 	}
-	return applySecret(cred, data, annotations, stored.UID)
+	return data, annotations
 }
 
 // templateHash identifies the template's labels, annotations and data
@@ -293,7 +319,11 @@ func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.S
 // without holding them ("" for no template). A template without data hashes
 // as it did before data templates existed.
 func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
-	t := cred.Spec.SecretTemplate
+	return templateHashOf(cred.Spec.SecretTemplate)
+}
+
+// templateHashOf is templateHash of a secretTemplate.
+func templateHashOf(t *clearancev1alpha1.SecretTemplate) string {
 	if t == nil || len(t.Labels)+len(t.Annotations)+len(t.Data) == 0 {
 		return ""
 	}
@@ -317,12 +347,17 @@ func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
 // targetMetadata returns the target Secret's labels and adds the template's
 // annotations, and its hash, to the operator's own.
 func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map[string]string) (labels map[string]string) {
+	return ownedMetadata(ownerOf(cred), annotations)
+}
+
+// ownedMetadata is targetMetadata for a target Secret of owner.
+func ownedMetadata(owner secretOwner, annotations map[string]string) (labels map[string]string) {
 	labels = map[string]string{}
 	delete(annotations, annotationTemplateHash)
-	if h := templateHash(cred); h != "" {
+	if h := templateHashOf(owner.template); h != "" {
 		annotations[annotationTemplateHash] = h
 	}
-	if t := cred.Spec.SecretTemplate; t != nil {
+	if t := owner.template; t != nil {
 		maps.Copy(labels, t.Labels)
 		for k, v := range t.Annotations {
 			// The clearance.dev/ prefix is the operator's bookkeeping: a template
@@ -341,9 +376,13 @@ func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map
 // precondition: the apply fails instead of writing into a Secret that was
 // deleted and re-created (by anyone) since the operator found it ours.
 func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string, uid types.UID) *corev1ac.SecretApplyConfiguration {
-	labels := targetMetadata(cred, annotations)
-	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
-	ac := corev1ac.Secret(cred.Spec.SecretName, cred.Namespace)
+	return applyOwnedSecret(ownerOf(cred), cred.Namespace, cred.Spec.SecretName, data, annotations, uid)
+}
+
+// applyOwnedSecret is applySecret for a target Secret of owner.
+func applyOwnedSecret(owner secretOwner, namespace, name string, data map[string][]byte, annotations map[string]string, uid types.UID) *corev1ac.SecretApplyConfiguration {
+	labels := ownedMetadata(owner, annotations)
+	ac := corev1ac.Secret(name, namespace)
 	if uid != "" {
 		ac = ac.WithUID(uid)
 	}
@@ -352,10 +391,10 @@ func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]
 		WithLabels(labels).
 		WithAnnotations(annotations).
 		WithOwnerReferences(metav1ac.OwnerReference().
-			WithAPIVersion(gvk.GroupVersion().String()).
-			WithKind(gvk.Kind).
-			WithName(cred.Name).
-			WithUID(cred.UID).
+			WithAPIVersion(clearancev1alpha1.GroupVersion.String()).
+			WithKind(owner.kind).
+			WithName(owner.name).
+			WithUID(owner.uid).
 			WithController(true).
 			WithBlockOwnerDeletion(true)).
 		WithData(data)
