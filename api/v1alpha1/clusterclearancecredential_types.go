@@ -71,16 +71,16 @@ type ClusterClearanceCredentialStatus struct {
 
 	// selectedNamespaces counts the namespaces selected by the spec (and watched by the operator).
 	// +optional
-	SelectedNamespaces int32 `json:"selectedNamespaces,omitempty"`
+	SelectedNamespaces int32 `json:"selectedNamespaces"`
 
 	// writtenNamespaces counts the selected namespaces whose target Secret holds the current token.
 	// +optional
-	WrittenNamespaces int32 `json:"writtenNamespaces,omitempty"`
+	WrittenNamespaces int32 `json:"writtenNamespaces"`
 
 	// conflictingNamespaceCount counts the selected namespaces where a Secret named
 	// secretName exists and is not controlled by this credential; it is left untouched.
 	// +optional
-	ConflictingNamespaceCount int32 `json:"conflictingNamespaceCount,omitempty"`
+	ConflictingNamespaceCount int32 `json:"conflictingNamespaceCount"`
 
 	// conflictingNamespaces lists the first of them, in name order.
 	// +optional
