@@ -32,6 +32,11 @@ func clusterOutcome(cc *clearancev1alpha1.ClusterClearanceCredential, f clusterF
 	case f.selectorProblem != "":
 		c.stalled(clearancev1alpha1.ReasonNoNamespacesSelected, f.selectorProblem)
 		return out, 0
+	case len(f.selected) > 0 && len(f.conflicts) == len(f.selected) && !f.suspended:
+		c.stalled(clearancev1alpha1.ReasonTargetConflict, clusterConflictMessage(cc.Spec.SecretName, f.conflicts, len(f.conflicts)))
+		c.remove(clearancev1alpha1.ConditionDegraded)
+		out.RenewalTime, out.NextAttemptTime = nil, nil
+		return out, 0
 	case len(f.selected) == 0 && !f.suspended:
 		c.remove(clearancev1alpha1.ConditionReconciling, clearancev1alpha1.ConditionStalled, clearancev1alpha1.ConditionDegraded)
 		c.set(clearancev1alpha1.ConditionReady, metav1.ConditionFalse, clearancev1alpha1.ReasonNoNamespacesSelected,

@@ -84,6 +84,12 @@ func TestClusterOutcome(t *testing.T) {
 			},
 		},
 		{
+			name:    "every selected namespace conflicts: stalled, nothing minted or scheduled",
+			found:   clusterFindings{selected: []string{"a", "b"}, conflicts: []string{"a", "b"}},
+			ready:   wantCondition{metav1.ConditionFalse, clearancev1alpha1.ReasonTargetConflict},
+			stalled: wantCondition{metav1.ConditionTrue, clearancev1alpha1.ReasonTargetConflict},
+		},
+		{
 			name:    "an invalid selector stalls",
 			found:   clusterFindings{selectorProblem: "spec.namespaceSelector: bad operator"},
 			ready:   wantCondition{metav1.ConditionFalse, clearancev1alpha1.ReasonNoNamespacesSelected},

@@ -178,8 +178,8 @@ func (r *ClusterClearanceCredentialReconciler) runSteps(ctx context.Context, cc 
 	if err := r.deleteStrays(ctx, targets.strays); err != nil {
 		return f, err
 	}
-	if len(f.selected) == 0 {
-		return f, nil
+	if len(targets.bySelected) == 0 {
+		return f, nil // nothing selected, or every selected namespace conflicts: nothing to mint for
 	}
 	if _, err := parseDataTemplates(templateData(cc.Spec.SecretTemplate)); err != nil {
 		f.problem = templateProblem(err)
@@ -207,9 +207,14 @@ func (r *ClusterClearanceCredentialReconciler) runSteps(ctx context.Context, cc 
 	if minted == nil {
 		f.inputs = failedInputs(src.version, cc.Generation, refresh)
 		if f.backoffUntil = backoffUntil(&cc.Status.ClearanceCredentialStatus, f.inputs, now); !f.backoffUntil.IsZero() {
-			return f, nil
+			// While requests fail, a still valid stored token reaches new namespaces.
+			_, err = r.spreadStored(ctx, cc, src, &targets, &f)
+			return f, err
 		}
 		if minted, err = r.steps.mint(ctx, cred, src, &f.findings, now); minted == nil || err != nil {
+			if err == nil && f.failure != nil {
+				_, err = r.spreadStored(ctx, cc, src, &targets, &f)
+			}
 			return f, err
 		}
 	}

@@ -74,8 +74,10 @@ func newSecretMetadataCache(cfg *rest.Config, opts cache.Options) (cache.Cache, 
 	return cache.New(cfg, opts)
 }
 
-// Setup builds the controller with its Secret metadata cache and event
-// recorder and registers it with mgr. The manager's cache must have been
+// Setup builds the controllers with their Secret metadata cache and event
+// recorder and registers them with mgr: the ClearanceCredential controller,
+// and the ClusterClearanceCredential controller when
+// opts.ClusterResourceNamespace is set. The manager's cache must have been
 // created with ManagedSecretsCacheOptions.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
