@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"math"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -19,9 +20,9 @@ func clusterOutcome(cc *clearancev1alpha1.ClusterClearanceCredential, f clusterF
 	st, requeue := outcome(asCredential(cc, ""), f.findings, now, minForcedInterval)
 	out := clearancev1alpha1.ClusterClearanceCredentialStatus{
 		ClearanceCredentialStatus: st,
-		SelectedNamespaces:        int32(len(f.selected)),
-		WrittenNamespaces:         int32(f.current),
-		ConflictingNamespaceCount: int32(len(f.conflicts)),
+		SelectedNamespaces:        count32(len(f.selected)),
+		WrittenNamespaces:         count32(f.current),
+		ConflictingNamespaceCount: count32(len(f.conflicts)),
 	}
 	if len(f.conflicts) > 0 {
 		out.ConflictingNamespaces = f.conflicts[:min(len(f.conflicts), clearancev1alpha1.MaxListedConflicts)]
@@ -55,4 +56,12 @@ func clusterOutcome(cc *clearancev1alpha1.ClusterClearanceCredential, f clusterF
 		c.remove(clearancev1alpha1.ConditionDegraded)
 	}
 	return out, requeue
+}
+
+// count32 is a count for the status: namespaces number far fewer than 2^31.
+func count32(n int) int32 {
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(n) //nolint:gosec // bounded above
 }
