@@ -344,13 +344,8 @@ func templateHashOf(t *clearancev1alpha1.SecretTemplate) string {
 	return shortHash(parts...)
 }
 
-// targetMetadata returns the target Secret's labels and adds the template's
+// ownedMetadata returns the labels of a target Secret of owner and adds the template's
 // annotations, and its hash, to the operator's own.
-func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map[string]string) (labels map[string]string) {
-	return ownedMetadata(ownerOf(cred), annotations)
-}
-
-// ownedMetadata is targetMetadata for a target Secret of owner.
 func ownedMetadata(owner secretOwner, annotations map[string]string) (labels map[string]string) {
 	labels = map[string]string{}
 	delete(annotations, annotationTemplateHash)
