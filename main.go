@@ -63,6 +63,7 @@ func runManager(args []string) int {
 		stsRequestBurst         int
 		mintsPerNamespace       int
 		minForcedMintInterval   time.Duration
+		clusterResourceNS       string
 	)
 	fs := flag.NewFlagSet("clearance-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the secure (HTTPS, authenticated and authorized) metrics endpoint; 0 disables it.")
@@ -105,6 +106,10 @@ func runManager(args []string) int {
 		"Token requests of one namespace in flight at once, so a namespace whose STS hangs holds at most that many workers; 0 means a quarter of --max-concurrent-reconciles (at least 1).")
 	fs.DurationVar(&minForcedMintInterval, "min-forced-mint-interval", 30*time.Second,
 		"Least time between token requests of a credential for mints a user forces while its token is valid (refresh annotation, connection, spec or token edits); 0 removes the minimum.")
+	// The chart and the kustomize Deployment pass the pod's namespace in
+	// POD_NAMESPACE (the downward API).
+	fs.StringVar(&clusterResourceNS, "cluster-resource-namespace", defaultClusterResourceNamespace(),
+		"Namespace holding the connection Secrets of ClusterClearanceCredentials; defaults to the operator's own namespace. Empty serves no ClusterClearanceCredentials.")
 	// Retried reconcile errors are expected (apiserver hiccups, missing RBAC)
 	// and already backed off; a stack trace on each would bury the message.
 	// --zap-stacktrace-level can lower this again.
@@ -185,6 +190,7 @@ func runManager(args []string) int {
 		RenewalSpread:                  renewalSpread,
 		MinForcedMintInterval:          minForcedMintInterval,
 		MaxConcurrentMintsPerNamespace: mintsPerNamespace,
+		ClusterResourceNamespace:       clusterResourceNS,
 	}); err != nil {
 		setupLog.Error(err, "unable to set up the controller")
 		return 1
@@ -199,12 +205,28 @@ func runManager(args []string) int {
 	}
 
 	setupLog.Info("starting manager", "memoryLimit", memLimit, "namespaces", namespaces, "leaderElection", leaderElect, "maxConcurrentReconciles", maxConcurrentReconciles,
-		"maxConcurrentMintsPerNamespace", mintsPerNamespace, "stsAllowHTTP", egress.allowHTTP, "stsAllowCIDRs", egress.allowCIDRs)
+		"maxConcurrentMintsPerNamespace", mintsPerNamespace, "clusterResourceNamespace", clusterResourceNS, "stsAllowHTTP", egress.allowHTTP, "stsAllowCIDRs", egress.allowCIDRs)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "manager stopped with an error")
 		return 1
 	}
 	return 0
+}
+
+// serviceAccountNamespaceFile holds the pod's namespace in a cluster.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// defaultClusterResourceNamespace is the operator's own namespace:
+// POD_NAMESPACE, else the service account's namespace when running in a
+// cluster, else none (a local run names it with the flag).
+func defaultClusterResourceNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespaceFile); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return ""
 }
 
 func splitNamespaces(v string) []string {

@@ -65,7 +65,7 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
-// SecretTemplate holds extra metadata for the target Secret.
+// SecretTemplate holds extra metadata and extra data keys for the target Secret.
 type SecretTemplate struct {
 	// labels added to the target Secret. app.kubernetes.io/managed-by is always clearance-operator.
 	// +optional
@@ -74,6 +74,17 @@ type SecretTemplate struct {
 	// reserved for the operator's bookkeeping and ignored.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// data maps extra data keys of the target Secret to Go text/template text, rendered
+	// with .Token, .ExpiresAt, .TokenType, .TenantID, .ClientID and .Addresses (the
+	// first address of each address list, by the data-key names of the target Secret)
+	// each time a token is written. The operator's own keys (token, expiresAt,
+	// tokenType, tenantId, clientId and the address keys) cannot be overridden.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..')",message="keys must be valid Secret data keys: alphanumerics, '-', '_' or '.', at most 253 characters, not '.' or '..'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['token', 'expiresAt', 'tokenType', 'tenantId', 'clientId']))",message="token, expiresAt, tokenType, tenantId and clientId are the operator's keys and cannot be templated"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 8192)",message="each template is at most 8192 characters"
+	Data map[string]string `json:"data,omitempty"`
 }
 
 // ClearanceCredentialSpec defines which connection file to use and where to write the token.
@@ -111,7 +122,7 @@ type ClearanceCredentialSpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
-	// secretTemplate holds extra labels and annotations for the target Secret.
+	// secretTemplate holds extra labels, annotations and templated data keys for the target Secret.
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 }

@@ -41,6 +41,12 @@ const (
 	// ReasonDestinationNotAllowed: an STS address is not allowed by the operator's egress policy
 	// (plain http, or a loopback, link-local or private destination); nothing was sent to it.
 	ReasonDestinationNotAllowed = "DestinationNotAllowed"
+	// ReasonNoNamespacesSelected: a ClusterClearanceCredential selects no namespace (the operator
+	// watches); nothing is minted until one is selected.
+	ReasonNoNamespacesSelected = "NoNamespacesSelected"
+	// ReasonTemplateInvalid: spec.secretTemplate.data cannot be rendered; the message names the key and the
+	// problem. Nothing is written and no token is requested until the template is fixed.
+	ReasonTemplateInvalid = "TemplateInvalid"
 	// ReasonMintDeferred: a new token was asked for (refresh annotation, connection or spec change, edited token)
 	// within the minimum interval between such mints; the valid stored token stays until the interval has passed.
 	ReasonMintDeferred = "MintDeferred"

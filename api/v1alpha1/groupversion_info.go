@@ -23,7 +23,8 @@ var (
 // addKnownTypes registers this API's kinds; the api package depends only on
 // apimachinery so that clients can import it cheaply.
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ClearanceCredential{}, &ClearanceCredentialList{})
+	s.AddKnownTypes(GroupVersion, &ClearanceCredential{}, &ClearanceCredentialList{},
+		&ClusterClearanceCredential{}, &ClusterClearanceCredentialList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -129,6 +129,15 @@ var _ = Describe("ClearanceCredential validation", func() {
 		Entry("target and source Secret are the same", func(c *clearancev1alpha1.ClearanceCredential) {
 			c.Spec.SecretName = c.Spec.ConnectionSecretRef.Name
 		}, "spec", "secretName must differ from connectionSecretRef.name"),
+		Entry("a data template replacing the token", func(c *clearancev1alpha1.ClearanceCredential) {
+			c.Spec.SecretTemplate = &clearancev1alpha1.SecretTemplate{Data: map[string]string{"token": "{{ .Token }}"}}
+		}, "spec.secretTemplate.data", "cannot be templated"),
+		Entry("a data template under an invalid key", func(c *clearancev1alpha1.ClearanceCredential) {
+			c.Spec.SecretTemplate = &clearancev1alpha1.SecretTemplate{Data: map[string]string{"dir/file": "x"}}
+		}, "spec.secretTemplate.data", "must be valid Secret data keys"),
+		Entry("a data template too long", func(c *clearancev1alpha1.ClearanceCredential) {
+			c.Spec.SecretTemplate = &clearancev1alpha1.SecretTemplate{Data: map[string]string{"k": fmt.Sprintf("%08193d", 0)}}
+		}, "spec.secretTemplate.data", "at most 8192 characters"),
 	)
 
 	It("rejects a renewBefore that is not a duration", func(ctx context.Context) {

@@ -93,7 +93,7 @@ func newBench(ctx context.Context, cfg *config) (*bench, error) {
 
 // wantsEnv reports whether any selected measurement needs a control plane.
 func (c *config) wantsEnv() bool {
-	return c.want(phaseReady) || c.want(phaseMemory) || c.want(phaseSoak) || c.want(phaseRestart)
+	return c.want(phaseReady) || c.want(phaseMemory) || c.want(phaseSoak) || c.want(phaseRestart) || c.want(phaseCluster)
 }
 
 func (b *bench) close() {

@@ -39,6 +39,12 @@
 //     new manager has logged "stored token is current" for every credential.
 //   - mint: BenchmarkMint of internal/clearance; with the soak's manager CPU
 //     per 1,000 token requests it gives the per-mint cost.
+//   - cluster: one ClusterClearanceCredential selecting N namespaces (-cluster-n):
+//     the time until all hold its token; then namespaces labelled one by
+//     one, each timed from the label until its Secret holds the token, next
+//     to the floor of the harness copying the Secret itself (one GET, one
+//     create), with the token requests meanwhile (want 0); then token
+//     requests per renewal over two renewals of short-lived tokens (want 1).
 //
 // A Markdown table is printed at the end; the full results (machine, versions,
 // load averages, parameters, CPU seconds per process, apiserver requests by
@@ -72,9 +78,10 @@ const (
 	phaseSoak    = "soak"
 	phaseRestart = "restart"
 	phaseMint    = "mint"
+	phaseCluster = "cluster"
 )
 
-var allPhases = []string{phaseReady, phaseMemory, phaseSoak, phaseRestart, phaseMint}
+var allPhases = []string{phaseReady, phaseMemory, phaseSoak, phaseRestart, phaseMint, phaseCluster}
 
 // config holds the parameters of a run; flags override the mode's defaults.
 type config struct {
@@ -99,6 +106,8 @@ type config struct {
 	RestartN        int      `json:"restartN"`
 	RestartWindow   Duration `json:"restartWindow"`
 	MintBenchTime   string   `json:"mintBenchTime"`
+	ClusterN        int      `json:"clusterN"`
+	ClusterTTL      Duration `json:"clusterTokenTTL"`
 	KeyPool         int      `json:"keyPool"`
 	EtcdDir         string   `json:"etcdDataDirParent,omitempty"`
 	Profile         bool     `json:"profile"`
@@ -169,6 +178,8 @@ func parseFlags(args []string) (*config, error) {
 	restartN := fs.Int("restart-n", 0, "credentials for the restart measurement (default 1000; quick 200)")
 	restartWin := fs.Duration("restart-window", 0, "observation window after the manager restarts (default 60s; quick 30s)")
 	mintBenchTime := fs.String("mint-benchtime", "2s", "-benchtime for BenchmarkMint")
+	clusterN := fs.Int("cluster-n", 0, "namespaces a ClusterClearanceCredential selects in the cluster measurement (default 1000; quick 200)")
+	clusterTTL := fs.Duration("cluster-token-ttl", 30*time.Second, "emulator token lifetime in the cluster measurement (two renewals are counted)")
 	keyPool := fs.Int("key-pool", 8, "distinct RSA keys behind the connection files (each file has its own ServicePrincipalId)")
 	etcdDir := fs.String("etcd-dir", os.Getenv("BENCH_ETCD_DIR"), "parent directory for etcd's data (default: the system temp dir; /dev/shm takes disk latency out) (env BENCH_ETCD_DIR)")
 	profile := fs.Bool("profile", envBool("BENCH_PROFILE"), "build the manager with a pprof listener (via a build overlay, the source is untouched) and save CPU and heap profiles with the logs; slightly perturbs the figures (env BENCH_PROFILE)")
@@ -188,6 +199,7 @@ func parseFlags(args []string) (*config, error) {
 		MemoryN: *memN, UnrelatedN: *unrelated, UnrelatedSize: *unrelatedSize, MemorySettle: Duration(*memSettle),
 		MemoryWindow: Duration(*memWindow), SoakN: *soakN, SoakTTL: Duration(*soakTTL), SoakDuration: Duration(*soakDur),
 		SoakFaultRate: *soakFault, RestartN: *restartN, RestartWindow: Duration(*restartWin), MintBenchTime: *mintBenchTime,
+		ClusterN: *clusterN, ClusterTTL: Duration(*clusterTTL),
 		KeyPool: *keyPool, EtcdDir: *etcdDir, Profile: *profile, ManagerArgs: strings.Fields(*managerArgs), MemoryLimit: *memLimit, Out: *out,
 		Timeout: Duration(*timeout), ProfileInterval: Duration(5 * time.Second),
 	}
@@ -269,6 +281,9 @@ func (c *config) applyDefaults() {
 	if c.RestartWindow == 0 {
 		c.RestartWindow = pickD(30*time.Second, time.Minute)
 	}
+	if c.ClusterN == 0 {
+		c.ClusterN = pick(200, 1000)
+	}
 }
 
 // repeatsFor is how many floor-then-operator pairs time to Ready runs for n
@@ -295,7 +310,7 @@ func (c *config) validate() error {
 		return errors.New("-concurrency must be in [1, 1000]")
 	case c.Repeat < 0 || c.Repeat > 20:
 		return errors.New("-repeat must be in [1, 20] (0 picks by N)")
-	case c.MemoryN < 1 || c.MemoryN > maxN, c.SoakN < 1 || c.SoakN > maxN, c.RestartN < 1 || c.RestartN > maxN:
+	case c.MemoryN < 1 || c.MemoryN > maxN, c.SoakN < 1 || c.SoakN > maxN, c.RestartN < 1 || c.RestartN > maxN, c.ClusterN < 1 || c.ClusterN > maxN:
 		return fmt.Errorf("credential counts must be in [1, %d]", maxN)
 	case c.UnrelatedN > maxN || c.UnrelatedSize < 0 || c.UnrelatedSize > 512*1024:
 		return errors.New("-unrelated-secrets must be at most 100000 and -unrelated-secret-bytes at most 512 KiB")
@@ -307,6 +322,8 @@ func (c *config) validate() error {
 		return errors.New("-key-pool must be in [1, 256]")
 	case c.MemoryWindow.D() < time.Second:
 		return errors.New("-memory-window must be at least 1s")
+	case c.ClusterTTL.D() < 10*time.Second:
+		return errors.New("-cluster-token-ttl must be at least 10s")
 	}
 	for _, n := range c.ReadyN {
 		if n > maxN {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -31,6 +32,8 @@ func secs(s float64) string {
 	}
 	return fmt.Sprintf("%.2f s", s)
 }
+
+func millis(s float64) string { return fmt.Sprintf("%.0f ms", s*1000) }
 
 func signedMiB(b int64) string { return fmt.Sprintf("%+.1f MiB", float64(b)/(1<<20)) }
 
@@ -115,6 +118,22 @@ func (r *Results) markdown() string {
 				fmt.Sprintf("LIST of everything cached: %s", secs(rs.ListFloorSeconds)), "—", "—", la(rs.LoadAvg)},
 			row{fmt.Sprintf("Restart, N = %d: writes caused", rs.N), fmt.Sprintf("%d credential, %d Secret updates", rs.CredentialUpdates, rs.SecretUpdates), "0", "—", "—", la(rs.LoadAvg)},
 		)
+	}
+	if c := r.Cluster; c != nil {
+		if c.Error != "" {
+			rows = append(rows, row{fmt.Sprintf("ClusterClearanceCredential, %d namespaces", c.N), "failed: " + c.Error, "", "", "**no**", la(c.LoadAvg)})
+		} else {
+			rows = append(rows,
+				row{fmt.Sprintf("ClusterClearanceCredential, %d namespaces: time until all hold the token", c.N), secs(c.SecondsToAllWritten), "—", "—", "—", la(c.LoadAvg)},
+				row{fmt.Sprintf("ClusterClearanceCredential, %d namespaces: a namespace labelled later, label to token in its Secret", c.N),
+					fmt.Sprintf("median %s, max %s (%d namespaces)", millis(median(c.NewNamespaceSeconds)), millis(slices.Max(c.NewNamespaceSeconds)), len(c.NewNamespaceSeconds)),
+					fmt.Sprintf("harness GET + create: median %s", millis(median(c.NewNamespaceFloorSeconds))), "< 5 s", verdict(slices.Max(c.NewNamespaceSeconds) < 5), la(c.LoadAvg)},
+				row{fmt.Sprintf("ClusterClearanceCredential, %d namespaces: token requests for the labelled namespaces", c.N), fmt.Sprintf("%d", c.TokenRequestsForNewNamespaces), "0", "0", verdict(c.TokenRequestsForNewNamespaces == 0), la(c.LoadAvg)},
+				row{fmt.Sprintf("ClusterClearanceCredential, %d namespaces: token requests per renewal (TTL %.0f s)", c.N+clusterLabelled, c.TokenTTLSeconds),
+					fmt.Sprintf("%.2f (%d requests, %d renewals; %d of %d written)", c.TokenRequestsPerRenewal, c.RenewalTokenRequests, c.Renewals, c.WrittenAfterRenewals, c.SelectedAfterRenewals),
+					"1", "1", verdict(c.TokenRequestsPerRenewal == 1), la(c.LoadAvg)},
+			)
+		}
 	}
 	if m := r.Mint; m != nil && m.NsPerOp > 0 {
 		rows = append(rows, row{"BenchmarkMint (internal/clearance)", fmt.Sprintf("%.0f µs/op, %d B/op, %d allocs/op", m.NsPerOp/1000, m.BytesPerOp, m.AllocsPerOp),

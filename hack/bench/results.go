@@ -33,6 +33,7 @@ type Results struct {
 	Soak     []*SoakResult  `json:"soak,omitempty"`
 	Restart  *RestartResult `json:"restart,omitempty"`
 	Mint     *MintResult    `json:"mint,omitempty"`
+	Cluster  *ClusterResult `json:"cluster,omitempty"`
 	Errors   []string       `json:"errors,omitempty"`
 	Logs     string         `json:"logs"`
 }
@@ -245,6 +246,9 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 	if c.want(phaseMint) && ctx.Err() == nil {
 		b.runMint(ctx)
+	}
+	if c.want(phaseCluster) && ctx.Err() == nil {
+		b.runCluster(ctx)
 	}
 	if err := ctx.Err(); err != nil {
 		b.fail("run", fmt.Errorf("interrupted: %w", err))

@@ -24,6 +24,10 @@
 //	RUN_LOCAL_TIMEOUT=3m    how long to wait for Ready (default 3m)
 //	CONNECTION_FILE=path    use this JSON Connection File instead of the emulator:
 //	                        no emulator is started, tokens come from the STS it names
+//	RUN_LOCAL_CLUSTER=1     also apply a ClusterClearanceCredential that shares the
+//	                        sample connection (the sample namespace is the cluster
+//	                        resource namespace) with two labelled namespaces, and
+//	                        print how many of them hold its token
 package main
 
 import (
@@ -59,12 +63,23 @@ const (
 	sampleConnectionSecret = "clearance-connection"
 	sampleCredential       = "clearance"
 	sampleTokenSecret      = "clearance-token"
+
+	// With RUN_LOCAL_CLUSTER: the cluster credential, its Secret, the label
+	// selecting its namespaces, and those namespaces.
+	sampleClusterCredential = "clearance-shared"
+	sampleClusterSecret     = "clearance-shared-token"
+	sampleClusterLabel      = "clearance.dev/demo"
 )
+
+// sampleClusterNamespaces are the namespaces the sample cluster credential selects.
+var sampleClusterNamespaces = []string{"clearance-demo-a", "clearance-demo-b"}
 
 // options are read from the environment, so that `make run-local` needs no
 // arguments and `RUN_LOCAL_ONCE=1 make run-local` works in CI.
 type options struct {
-	once           bool
+	once bool
+	// cluster: also run the ClusterClearanceCredential sample.
+	cluster        bool
 	connectionFile string
 	timeout        time.Duration
 	// managerArgs are extra manager flags (MANAGER_ARGS, split on spaces),
@@ -83,6 +98,13 @@ func loadOptions(getenv func(string) string) (options, error) {
 			return o, fmt.Errorf("RUN_LOCAL_ONCE=%q: want 1/true or 0/false", v)
 		}
 		o.once = b
+	}
+	if v := strings.TrimSpace(getenv("RUN_LOCAL_CLUSTER")); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("RUN_LOCAL_CLUSTER=%q: want 1/true or 0/false", v)
+		}
+		o.cluster = b
 	}
 	if v := strings.TrimSpace(getenv("RUN_LOCAL_TIMEOUT")); v != "" {
 		d, err := time.ParseDuration(v)

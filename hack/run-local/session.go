@@ -281,6 +281,8 @@ func (s *session) startManager(bin string) error {
 		"--health-probe-bind-address=0",
 		"--zap-encoder=console",
 		"--graceful-shutdown-timeout=" + managerShutdownGrace.String(),
+		// Outside a cluster there is no own namespace to default to.
+		"--cluster-resource-namespace=" + sampleNamespace,
 	}
 	if s.sts != nil {
 		// The emulator is plain http on loopback, which the operator refuses
@@ -321,6 +323,23 @@ func (s *session) applySample(ctx context.Context, connData []byte) error {
 			},
 		},
 	}
+	if s.opts.cluster {
+		for _, ns := range sampleClusterNamespaces {
+			objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{sampleClusterLabel: "shared"}}})
+		}
+		objs = append(objs, &clearancev1alpha1.ClusterClearanceCredential{
+			ObjectMeta: metav1.ObjectMeta{Name: sampleClusterCredential},
+			Spec: clearancev1alpha1.ClusterClearanceCredentialSpec{
+				// In the sample namespace, which the manager is told is its cluster resource namespace.
+				ConnectionSecretRef: clearancev1alpha1.SecretKeyRef{Name: sampleConnectionSecret},
+				SecretName:          sampleClusterSecret,
+				NamespaceSelector:   &metav1.LabelSelector{MatchLabels: map[string]string{sampleClusterLabel: "shared"}},
+				SecretTemplate: &clearancev1alpha1.SecretTemplate{Data: map[string]string{
+					"authorization": "Bearer {{ .Token }}",
+				}},
+			},
+		})
+	}
 	for _, o := range objs {
 		if err := s.client.Create(ctx, o); err != nil {
 			return fmt.Errorf("applying the sample: %w", err)
@@ -329,6 +348,10 @@ func (s *session) applySample(ctx context.Context, connData []byte) error {
 	s.out.say("applied the sample: Namespace %s, Secret %s/%s (connection file under %s), ClearanceCredential %s/%s writing Secret %s",
 		sampleNamespace, sampleNamespace, sampleConnectionSecret, clearancev1alpha1.DefaultConnectionSecretKey,
 		sampleNamespace, sampleCredential, sampleTokenSecret)
+	if s.opts.cluster {
+		s.out.say("applied ClusterClearanceCredential %s: the same connection, its token in Secret %s of the namespaces labelled %s=shared (%s)",
+			sampleClusterCredential, sampleClusterSecret, sampleClusterLabel, strings.Join(sampleClusterNamespaces, ", "))
+	}
 	return nil
 }
 

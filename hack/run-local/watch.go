@@ -59,6 +59,9 @@ type watcher struct {
 	tokenHash  string
 	renewals   int
 	lastErr    string
+	// cluster is the last printed state of the sample cluster credential.
+	cluster      string
+	clusterReady bool
 }
 
 // watch polls the sample credential and its Secret every second, printing
@@ -75,7 +78,10 @@ func (s *session) watch(ctx context.Context) int {
 	shownCommands := false
 	for {
 		w.observe(ctx, s)
-		if w.ready && w.hasToken {
+		if s.opts.cluster {
+			w.observeCluster(ctx, s)
+		}
+		if w.ready && w.hasToken && (!s.opts.cluster || w.clusterReady) {
 			if !shownCommands {
 				shownCommands = true
 				s.printCommands()
@@ -160,6 +166,32 @@ func (w *watcher) observe(ctx context.Context, s *session) {
 	}
 	for _, line := range lines {
 		s.out.detail("%s", line)
+	}
+}
+
+// observeCluster reads the sample cluster credential and prints its state
+// when it changes: Ready, and how many selected namespaces hold its token.
+func (w *watcher) observeCluster(ctx context.Context, s *session) {
+	cc := &clearancev1alpha1.ClusterClearanceCredential{}
+	if err := s.client.Get(ctx, types.NamespacedName{Name: sampleClusterCredential}, cc); err != nil {
+		w.failed(ctx, s, "reading the ClusterClearanceCredential", err)
+		return
+	}
+	ready := meta.FindStatusCondition(cc.Status.Conditions, clearancev1alpha1.ConditionReady)
+	if ready == nil {
+		return
+	}
+	expires := ""
+	if cc.Status.ExpiresAt != nil {
+		expires = ", token expires at " + cc.Status.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	state := fmt.Sprintf("ClusterClearanceCredential %s: Ready=%s (%s); %d of %d selected namespaces hold its token in Secret %s%s",
+		cc.Name, ready.Status, ready.Reason, cc.Status.WrittenNamespaces, cc.Status.SelectedNamespaces, cc.Spec.SecretName, expires)
+	w.clusterReady = ready.Status == metav1.ConditionTrue && cc.Status.SelectedNamespaces > 0 &&
+		cc.Status.WrittenNamespaces == cc.Status.SelectedNamespaces
+	if state != w.cluster {
+		w.cluster = state
+		s.out.say("%s", state)
 	}
 }
 
@@ -279,6 +311,10 @@ func (s *session) printCommands() {
 	// The kubectl plugin, built by `make plugin`; bin/ is where it lands.
 	s.out.detail("make plugin && KUBECONFIG=%s %s status -n %s %s", s.kubeconfig,
 		filepath.Join(testutil.RepoRoot(), "bin", "kubectl-clearance"), sampleNamespace, sampleCredential)
+	if s.opts.cluster {
+		s.out.detail("KUBECONFIG=%s %s get cccred", s.kubeconfig, kubectl)
+		s.out.detail("KUBECONFIG=%s %s get secret -A --field-selector metadata.name=%s", s.kubeconfig, kubectl, sampleClusterSecret)
+	}
 	if s.connFile != "" {
 		s.out.detail("go -C %s run . mint --connection-file %s", testutil.RepoRoot(), s.connFile)
 	}

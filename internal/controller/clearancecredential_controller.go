@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
@@ -59,6 +60,9 @@ type ClearanceCredentialReconciler struct {
 	secretMetadata client.Reader
 	recorder       events.EventRecorder
 	opts           Options
+	// regarding, when set, names the object events are about (see
+	// ClusterClearanceCredentialReconciler); else the credential itself.
+	regarding func(*clearancev1alpha1.ClearanceCredential) runtime.Object
 
 	mintSlots   *mintSlots
 	secretUsers *secretUsers
@@ -130,11 +134,18 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 	if f.suspended = cred.Spec.Suspend; f.suspended {
 		return f, nil
 	}
+	// A template the user must fix is found before anything is read or
+	// requested, like a connection Secret the user must fix.
+	if _, err := parseDataTemplates(templateData(cred.Spec.SecretTemplate)); err != nil {
+		f.problem = templateProblem(err)
+		return f, nil
+	}
 	if src, f.problem, err = r.readSource(ctx, cred, f.target.stored); err != nil || f.problem != nil {
 		return f, err
 	}
 	if f.decision = r.decide(cred, src, f.target.stored, now); !f.decision.Mint() {
-		return f, r.keepStored(ctx, cred, f)
+		err = r.keepStored(ctx, cred, src, &f)
+		return f, err
 	}
 	if f.decision.Deferred(now) {
 		return f, nil
@@ -155,7 +166,8 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 				return f, err
 			}
 			if f.decision = r.decide(cred, src, f.target.stored, now); !f.decision.Mint() {
-				return f, r.keepStored(ctx, cred, f)
+				err = r.keepStored(ctx, cred, src, &f)
+				return f, err
 			}
 			if f.decision.Deferred(now) {
 				return f, nil
@@ -165,7 +177,15 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 			return f, err
 		}
 	}
-	if err := r.writeTarget(ctx, cred, f.target, minted); err != nil {
+	rendered, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(minted.token, minted.connection))
+	if err != nil {
+		// Tried before the request with a placeholder token; what fails
+		// only with the real one (its size) keeps it for the fixed template.
+		r.unwritten.keep(key, minted)
+		f.problem = templateProblem(err)
+		return f, nil
+	}
+	if err := r.writeTarget(ctx, cred, f.target, minted, rendered); err != nil {
 		r.unwritten.keep(key, minted)
 		f.writeFailed = true
 		return f, err
@@ -176,11 +196,14 @@ func (r *ClearanceCredentialReconciler) runSteps(ctx context.Context, cred *clea
 }
 
 // keepStored is the step for a stored token that needs no successor: a token
-// kept from a failed write is dropped, and a changed template is applied.
-func (r *ClearanceCredentialReconciler) keepStored(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, f findings) error {
+// kept from a failed write is dropped, and a changed template is applied (one
+// that cannot render is the problem found).
+func (r *ClearanceCredentialReconciler) keepStored(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, src connectionSource, f *findings) error {
 	r.unwritten.forget(client.ObjectKeyFromObject(cred))
 	log.FromContext(ctx).V(1).Info("stored token is current", "expiresAt", f.target.stored.ExpiresAt, "renewAt", f.decision.RenewAt)
-	return r.applyTemplate(ctx, cred, f.target)
+	var err error
+	f.problem, err = r.applyTemplate(ctx, cred, src, f.target)
+	return err
 }
 
 // targetFound is what readTarget learnt about the target Secret.
@@ -376,23 +399,38 @@ func (r *ClearanceCredentialReconciler) decide(cred *clearancev1alpha1.Clearance
 }
 
 // applyTemplate writes a changed secretTemplate onto the stored Secret
-// without a new token. The operator holds target Secrets without their data,
-// so this rare path reads the full Secret once.
-func (r *ClearanceCredentialReconciler) applyTemplate(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound) error {
+// without a new token, rendering the data templates again from the stored
+// token. The operator holds target Secrets without their data, so this rare
+// path reads the full Secret once, and the connection file (its address
+// lists) unless this reconcile has read it already. A template that cannot
+// render is returned as the problem, and nothing is written.
+func (r *ClearanceCredentialReconciler) applyTemplate(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, src connectionSource, target targetFound) (*sourceProblem, error) {
 	if target.secret == nil || templateApplied(cred, target.secret) {
-		return nil
+		return nil, nil
+	}
+	if src.file == nil {
+		var problem *sourceProblem
+		var err error
+		if src, problem, err = r.loadSource(ctx, cred, src.version); err != nil || problem != nil {
+			return problem, err
+		}
 	}
 	full := &corev1.Secret{}
 	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(target.secret), full); err != nil {
-		return fmt.Errorf("reading target Secret: %w", err)
+		return nil, fmt.Errorf("reading target Secret: %w", err)
 	}
 	if !controlledBy(full, cred) {
-		return fmt.Errorf("target Secret %q changed owner while its metadata was being updated", full.Name)
+		return nil, fmt.Errorf("target Secret %q changed owner while its metadata was being updated", full.Name)
 	}
-	if err := r.apply(ctx, reapplySecret(cred, full)); err != nil {
-		return fmt.Errorf("updating target Secret metadata: %w", err)
+	stored := storedMinted(full, src.file)
+	rendered, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(stored.token, stored.connection))
+	if err != nil {
+		return templateProblem(err), nil
 	}
-	return nil
+	if err := r.apply(ctx, reapplySecret(cred, full, src.file, rendered)); err != nil {
+		return nil, fmt.Errorf("updating the target Secret's template: %w", err)
+	}
+	return nil, nil
 }
 
 // mint makes one token request (the STS client fails over between
@@ -413,6 +451,12 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 			return nil, err
 		}
 		f.inputs = failedInputs(src.version, specHash(cred), cred.Annotations[clearancev1alpha1.RefreshRequestedAtAnnotation])
+	}
+	// The templates are tried with the connection file and a placeholder
+	// token, so one that cannot render costs no token request.
+	if _, err := renderDataTemplates(cred.Spec.SecretTemplate, templateValuesFor(placeholderToken, src.file)); err != nil {
+		f.problem = templateProblem(err)
+		return nil, nil
 	}
 	logger := log.FromContext(ctx)
 	logger.V(1).Info("requesting a token", "reason", f.decision.Reason)
@@ -457,13 +501,13 @@ func (r *ClearanceCredentialReconciler) mint(ctx context.Context, cred *clearanc
 // (cheaper for the apiserver than an apply that creates, and it fails on any
 // existing Secret, so it can never take over a foreign one), else
 // server-side apply with the found Secret's UID as precondition.
-func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound, m *mintedToken) error {
+func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *clearancev1alpha1.ClearanceCredential, target targetFound, m *mintedToken, rendered map[string][]byte) error {
 	if target.secret != nil {
-		return r.apply(ctx, targetSecret(cred, m, target.secret.UID))
+		return r.apply(ctx, targetSecret(cred, m, rendered, target.secret.UID))
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretWriteTimeout)
 	defer cancel()
-	err := r.Create(wctx, newTargetSecret(cred, m), client.FieldOwner(FieldOwner))
+	err := r.Create(wctx, newTargetSecret(cred, m, rendered), client.FieldOwner(FieldOwner))
 	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -475,7 +519,7 @@ func (r *ClearanceCredentialReconciler) writeTarget(ctx context.Context, cred *c
 	case found.conflict:
 		return fmt.Errorf("target Secret %q was created by someone else meanwhile", cred.Spec.SecretName)
 	}
-	return r.apply(ctx, targetSecret(cred, m, found.secret.UID))
+	return r.apply(ctx, targetSecret(cred, m, rendered, found.secret.UID))
 }
 
 // reportWrite records a stored token in an event and the log.
@@ -505,16 +549,22 @@ func (r *ClearanceCredentialReconciler) writeStatus(ctx context.Context, cred *c
 	if equality.Semantic.DeepEqual(cred.Status, status) {
 		return nil
 	}
+	return patchStatus(ctx, r.Client, cred, status)
+}
+
+// patchStatus replaces obj's status with one JSON patch that fails with a
+// conflict unless obj is still at the resourceVersion it was read at.
+func patchStatus(ctx context.Context, c client.Client, obj client.Object, status any) error {
 	// "add" replaces an existing member and creates a missing one (RFC 6902
 	// section 4.1); "replace" would fail on a credential without a status.
 	data, err := json.Marshal([]jsonPatchOperation{
-		{Op: "replace", Path: "/metadata/resourceVersion", Value: cred.ResourceVersion},
+		{Op: "replace", Path: "/metadata/resourceVersion", Value: obj.GetResourceVersion()},
 		{Op: "add", Path: "/status", Value: status},
 	})
 	if err != nil {
 		return err
 	}
-	return r.Status().Patch(ctx, cred, client.RawPatch(types.JSONPatchType, data))
+	return c.Status().Patch(ctx, obj, client.RawPatch(types.JSONPatchType, data))
 }
 
 // jsonPatchOperation is one operation of a JSON patch (RFC 6902).
@@ -526,5 +576,9 @@ type jsonPatchOperation struct {
 
 // event records an event with a capped note.
 func (r *ClearanceCredentialReconciler) event(cred *clearancev1alpha1.ClearanceCredential, eventType, reason, action, note string) {
-	r.recorder.Eventf(cred, nil, eventType, reason, action, "%s", capMessage(note))
+	var obj runtime.Object = cred
+	if r.regarding != nil {
+		obj = r.regarding(cred)
+	}
+	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", capMessage(note))
 }

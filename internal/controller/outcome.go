@@ -18,7 +18,7 @@ type findings struct {
 	target targetFound
 	// suspended: spec.suspend is set; nothing was minted.
 	suspended bool
-	// problem is a connection Secret the user has to fix.
+	// problem is a connection Secret or a data template the user has to fix.
 	problem *sourceProblem
 	// decision is the mint policy's verdict on the stored token.
 	decision MintDecision
@@ -37,7 +37,8 @@ type findings struct {
 	writeFailed bool
 }
 
-// sourceProblem is a connection Secret that cannot be used, as a condition.
+// sourceProblem is an input that cannot be used (a connection Secret, a data
+// template), as a condition.
 type sourceProblem struct {
 	reason, message string
 }

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -109,6 +112,9 @@ type Options struct {
 	// MaxConcurrentMintsPerNamespace bounds the token requests of one
 	// namespace in flight at once (see mintSlots); 0 sets no bound.
 	MaxConcurrentMintsPerNamespace int
+	// ClusterResourceNamespace is where ClusterClearanceCredentials read
+	// their connection Secrets; empty serves no ClusterClearanceCredentials.
+	ClusterResourceNamespace string
 }
 
 // withDefaults fills in the zero values.
@@ -120,12 +126,19 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Setup builds the controller with its Secret metadata cache and event
-// recorder and registers it with mgr. The manager's cache must have been
+// Setup builds the controllers with their Secret metadata cache and event
+// recorder and registers them with mgr: the ClearanceCredential controller,
+// and the ClusterClearanceCredential controller when
+// opts.ClusterResourceNamespace is set. The manager's cache must have been
 // created with ManagedSecretsCacheOptions.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
-	cacheOpts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), DefaultNamespaces: CacheNamespaces(opts.Namespaces)}
+	watched := opts.Namespaces
+	if len(watched) > 0 && opts.ClusterResourceNamespace != "" {
+		// Cluster credentials read their connection Secrets there.
+		watched = append(slices.Clip(watched), opts.ClusterResourceNamespace)
+	}
+	cacheOpts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), DefaultNamespaces: CacheNamespaces(watched)}
 	secretMetadata, err := newSecretMetadataCache(mgr.GetConfig(), cacheOpts)
 	if err != nil {
 		return fmt.Errorf("creating the Secret metadata cache: %w", err)
@@ -139,6 +152,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	secretMD := &metav1.PartialObjectMetadata{}
 	secretMD.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 
+	if opts.ClusterResourceNamespace != "" {
+		if err := setupCluster(mgr, secretMetadata, opts); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("clearancecredential").
 		// Our own status patches change neither generation nor annotations, so
@@ -159,6 +177,82 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 			notOwnTargetWrite())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// setupCluster registers the ClusterClearanceCredential controller.
+func setupCluster(mgr ctrl.Manager, secretMetadata cache.Cache, opts Options) error {
+	r := newClusterReconciler(mgr.GetClient(), mgr.GetAPIReader(), secretMetadata, mgr.GetEventRecorder(FieldOwner), opts)
+	clusterCredentialMetrics.setReader(mgr.GetCache())
+	secretMD := &metav1.PartialObjectMetadata{}
+	secretMD.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("clusterclearancecredential").
+		For(&clearancev1alpha1.ClusterClearanceCredential{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Restores a deleted or edited target Secret (from the others, without a mint).
+		Owns(&corev1.Secret{}, builder.WithPredicates(notOwnTokenWrite())).
+		// A namespace created, labelled or unlabelled may change any credential's selection.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allCredentials), builder.WithPredicates(namespaceSelectionChanges())).
+		// A Secret of another credential going away frees the name in its namespace.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.credentialsForSecret(ctx, o.GetNamespace(), o.GetName())
+		}), builder.WithPredicates(deletesOnly())).
+		// Connection Secret changes in the cluster resource namespace, and
+		// conflicting target Secrets changing or going away.
+		WatchesRawSource(source.Kind(secretMetadata, secretMD,
+			handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+				return r.credentialsForSecret(ctx, s.Namespace, s.Name)
+			}),
+			predicate.TypedResourceVersionChangedPredicate[*metav1.PartialObjectMetadata]{},
+			notOwnTargetWrite())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, opts.MaxConcurrentReconciles/4)}).
+		Complete(r)
+}
+
+// allCredentials lists every cluster credential; there are few.
+func (r *ClusterClearanceCredentialReconciler) allCredentials(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &clearancev1alpha1.ClusterClearanceCredentialList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing ClusterClearanceCredentials")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+	}
+	return reqs
+}
+
+// credentialsForSecret maps a Secret to the cluster credentials reading it
+// as their connection Secret or naming it as their target.
+func (r *ClusterClearanceCredentialReconciler) credentialsForSecret(ctx context.Context, namespace, name string) []reconcile.Request {
+	list := &clearancev1alpha1.ClusterClearanceCredentialList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing ClusterClearanceCredentials")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		spec := &list.Items[i].Spec
+		if spec.SecretName == name || (namespace == r.opts.ClusterResourceNamespace && spec.ConnectionSecretRef.Name == name) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+		}
+	}
+	return reqs
+}
+
+// namespaceSelectionChanges passes namespace events that can change a
+// selection: creation, deletion, a label change, the start of termination.
+func namespaceSelectionChanges() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
+				e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
 }
 
 // credentialsForSecret maps a Secret to the credentials reading it as their
@@ -192,10 +286,11 @@ func notOwnTargetWrite() predicate.TypedPredicate[*metav1.PartialObjectMetadata]
 }
 
 // credentialController returns the controller reference of obj when a
-// ClearanceCredential (of any version of our group) controls it, else nil.
+// ClearanceCredential or a ClusterClearanceCredential (of any version of our
+// group) controls it, else nil.
 func credentialController(obj metav1.Object) *metav1.OwnerReference {
 	ref := metav1.GetControllerOf(obj)
-	if ref == nil || ref.Kind != "ClearanceCredential" || !strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
+	if ref == nil || (ref.Kind != "ClearanceCredential" && ref.Kind != clusterKind) || !strings.HasPrefix(ref.APIVersion, clearancev1alpha1.GroupVersion.Group+"/") {
 		return nil
 	}
 	return ref

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/utils/ptr"
 
 	clearancev1alpha1 "github.com/clearance-operator/clearance-operator/api/v1alpha1"
 	"github.com/clearance-operator/clearance-operator/internal/clearance"
@@ -182,10 +183,10 @@ func parseTime(v string) time.Time {
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// targetContent is what the target Secret holds for a minted token. Only
-// non-secret extras are copied from the connection file: never the private
-// key or the APIKey.
-func targetContent(m *mintedToken) (data map[string][]byte, annotations map[string]string) {
+// targetContent is what the target Secret holds for a minted token, with
+// the rendered data templates (rendered). Only non-secret extras are copied
+// from the connection file: never the private key or the APIKey.
+func targetContent(m *mintedToken, rendered map[string][]byte) (data map[string][]byte, annotations map[string]string) {
 	expiresAt := formatTime(m.token.ExpiresAt)
 	data = map[string][]byte{
 		clearancev1alpha1.SecretKeyToken:     []byte(m.token.AccessToken),
@@ -196,6 +197,11 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 	}
 	for member, addr := range m.connection.FirstAddresses {
 		data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
+	}
+	for k, v := range rendered {
+		if _, taken := data[k]; !taken { // the render refuses these already
+			data[k] = v
+		}
 	}
 	annotations = map[string]string{
 		clearancev1alpha1.ExpiresAtAnnotation: expiresAt,
@@ -218,46 +224,107 @@ func targetContent(m *mintedToken) (data map[string][]byte, annotations map[stri
 // Always type Opaque and always controlled by the credential: nothing in the
 // spec can change either. uid is the Secret the operator found (see
 // applySecret).
-func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, uid types.UID) *corev1ac.SecretApplyConfiguration {
-	data, annotations := targetContent(m)
+func targetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, rendered map[string][]byte, uid types.UID) *corev1ac.SecretApplyConfiguration {
+	data, annotations := targetContent(m, rendered)
 	return applySecret(cred, data, annotations, uid)
 }
 
 // newTargetSecret is the same Secret as targetSecret, as an object to create.
-func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken) *corev1.Secret {
-	data, annotations := targetContent(m)
-	labels := targetMetadata(cred, annotations)
-	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
+func newTargetSecret(cred *clearancev1alpha1.ClearanceCredential, m *mintedToken, rendered map[string][]byte) *corev1.Secret {
+	data, annotations := targetContent(m, rendered)
+	return newOwnedSecret(ownerOf(cred), cred.Namespace, cred.Spec.SecretName, data, annotations)
+}
+
+// secretOwner is the credential, of either kind, that target Secrets belong to.
+type secretOwner struct {
+	kind     string
+	name     string
+	uid      types.UID
+	template *clearancev1alpha1.SecretTemplate
+}
+
+func ownerOf(cred *clearancev1alpha1.ClearanceCredential) secretOwner {
+	return secretOwner{kind: "ClearanceCredential", name: cred.Name, uid: cred.UID, template: cred.Spec.SecretTemplate}
+}
+
+// newOwnedSecret is a target Secret of owner with this content, as an object to create.
+func newOwnedSecret(owner secretOwner, namespace, name string, data map[string][]byte, annotations map[string]string) *corev1.Secret {
+	labels := ownedMetadata(owner, annotations)
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: cred.Spec.SecretName, Namespace: cred.Namespace,
+			Name: name, Namespace: namespace,
 			Labels: labels, Annotations: annotations,
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(cred, gvk)},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: clearancev1alpha1.GroupVersion.String(), Kind: owner.kind, Name: owner.name, UID: owner.uid,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: data,
 	}
 }
 
-// reapplySecret re-applies the stored data with the current template, for
-// metadata-only changes that need no new token. stored is the full Secret
-// (read from the apiserver, not the slimmed form the operator holds).
-func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret) *corev1ac.SecretApplyConfiguration {
-	annotations := map[string]string{}
+// storedMinted rebuilds the token and its inputs from a full target Secret
+// (read from the apiserver, not the slimmed form the operator holds) and
+// the connection file it was minted from, to write it again under a changed
+// template without a new token.
+func storedMinted(stored *corev1.Secret, conn *clearance.ConnectionFile) *mintedToken {
+	return &mintedToken{
+		token: &clearance.Token{
+			AccessToken: string(stored.Data[clearancev1alpha1.SecretKeyToken]),
+			TokenType:   string(stored.Data[clearancev1alpha1.SecretKeyTokenType]),
+			ExpiresAt:   parseTime(string(stored.Data[clearancev1alpha1.SecretKeyExpiresAt])),
+		},
+		connection: conn,
+	}
+}
+
+// reapplySecret re-applies a stored token with the current template, for
+// template changes that need no new token: the operator's data keys as
+// stored (the address keys from the connection file the token was minted
+// from) and the data templates rendered again. Keys a template no longer
+// names are dropped by the apply. stored is the full Secret.
+func reapplySecret(cred *clearancev1alpha1.ClearanceCredential, stored *corev1.Secret, conn *clearance.ConnectionFile, rendered map[string][]byte) *corev1ac.SecretApplyConfiguration {
+	data, annotations := reappliedContent(stored, conn, rendered)
+	return applySecret(cred, data, annotations, stored.UID)
+}
+
+// reappliedContent is the data and bookkeeping annotations reapplySecret writes.
+func reappliedContent(stored *corev1.Secret, conn *clearance.ConnectionFile, rendered map[string][]byte) (data map[string][]byte, annotations map[string]string) {
+	annotations = map[string]string{}
 	for k, v := range stored.Annotations {
 		if strings.HasPrefix(k, annotationPrefix) {
 			annotations[k] = v
 		}
 	}
-	return applySecret(cred, maps.Clone(stored.Data), annotations, stored.UID)
+	data = map[string][]byte{}
+	for _, k := range fixedDataKeys {
+		if v, ok := stored.Data[k]; ok {
+			data[k] = v
+		}
+	}
+	for member, addr := range conn.FirstAddresses {
+		data[clearancev1alpha1.AddressDataKey(member)] = []byte(addr)
+	}
+	for k, v := range rendered {
+		if _, taken := data[k]; !taken {
+			data[k] = v
+		}
+	}
+	return data, annotations
 }
 
-// templateHash identifies the template's labels and annotations, so the
-// operator can tell whether a stored Secret carries them without holding
-// them ("" for no template).
+// templateHash identifies the template's labels, annotations and data
+// templates, so the operator can tell whether a stored Secret carries them
+// without holding them ("" for no template). A template without data hashes
+// as it did before data templates existed.
 func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
-	t := cred.Spec.SecretTemplate
-	if t == nil || len(t.Labels)+len(t.Annotations) == 0 {
+	return templateHashOf(cred.Spec.SecretTemplate)
+}
+
+// templateHashOf is templateHash of a secretTemplate.
+func templateHashOf(t *clearancev1alpha1.SecretTemplate) string {
+	if t == nil || len(t.Labels)+len(t.Annotations)+len(t.Data) == 0 {
 		return ""
 	}
 	parts := []string{"labels"}
@@ -268,18 +335,24 @@ func templateHash(cred *clearancev1alpha1.ClearanceCredential) string {
 	for _, k := range slices.Sorted(maps.Keys(t.Annotations)) {
 		parts = append(parts, k, t.Annotations[k])
 	}
+	if len(t.Data) > 0 {
+		parts = append(parts, "data")
+		for _, k := range slices.Sorted(maps.Keys(t.Data)) {
+			parts = append(parts, k, t.Data[k])
+		}
+	}
 	return shortHash(parts...)
 }
 
-// targetMetadata returns the target Secret's labels and adds the template's
+// ownedMetadata returns the labels of a target Secret of owner and adds the template's
 // annotations, and its hash, to the operator's own.
-func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map[string]string) (labels map[string]string) {
+func ownedMetadata(owner secretOwner, annotations map[string]string) (labels map[string]string) {
 	labels = map[string]string{}
 	delete(annotations, annotationTemplateHash)
-	if h := templateHash(cred); h != "" {
+	if h := templateHashOf(owner.template); h != "" {
 		annotations[annotationTemplateHash] = h
 	}
-	if t := cred.Spec.SecretTemplate; t != nil {
+	if t := owner.template; t != nil {
 		maps.Copy(labels, t.Labels)
 		for k, v := range t.Annotations {
 			// The clearance.dev/ prefix is the operator's bookkeeping: a template
@@ -298,9 +371,13 @@ func targetMetadata(cred *clearancev1alpha1.ClearanceCredential, annotations map
 // precondition: the apply fails instead of writing into a Secret that was
 // deleted and re-created (by anyone) since the operator found it ours.
 func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]byte, annotations map[string]string, uid types.UID) *corev1ac.SecretApplyConfiguration {
-	labels := targetMetadata(cred, annotations)
-	gvk := clearancev1alpha1.GroupVersion.WithKind("ClearanceCredential")
-	ac := corev1ac.Secret(cred.Spec.SecretName, cred.Namespace)
+	return applyOwnedSecret(ownerOf(cred), cred.Namespace, cred.Spec.SecretName, data, annotations, uid)
+}
+
+// applyOwnedSecret is applySecret for a target Secret of owner.
+func applyOwnedSecret(owner secretOwner, namespace, name string, data map[string][]byte, annotations map[string]string, uid types.UID) *corev1ac.SecretApplyConfiguration {
+	labels := ownedMetadata(owner, annotations)
+	ac := corev1ac.Secret(name, namespace)
 	if uid != "" {
 		ac = ac.WithUID(uid)
 	}
@@ -309,10 +386,10 @@ func applySecret(cred *clearancev1alpha1.ClearanceCredential, data map[string][]
 		WithLabels(labels).
 		WithAnnotations(annotations).
 		WithOwnerReferences(metav1ac.OwnerReference().
-			WithAPIVersion(gvk.GroupVersion().String()).
-			WithKind(gvk.Kind).
-			WithName(cred.Name).
-			WithUID(cred.UID).
+			WithAPIVersion(clearancev1alpha1.GroupVersion.String()).
+			WithKind(owner.kind).
+			WithName(owner.name).
+			WithUID(owner.uid).
 			WithController(true).
 			WithBlockOwnerDeletion(true)).
 		WithData(data)

@@ -59,12 +59,12 @@ func FuzzTargetSecret(f *testing.F) {
 				FirstAddresses: map[string]string{"SecurityTokenServiceBaseAddresses": "http://127.0.0.1:1/connect"}},
 			connectionHash: "c", specHash: "s", renewAt: issued.Add(40 * time.Minute),
 		}
-		minted := targetSecret(cred, m, "")
+		minted := targetSecret(cred, m, nil, "")
 		checkTargetSecret(t, cred, minted, true)
-		checkSameAsCreated(t, minted, newTargetSecret(cred, m))
+		checkSameAsCreated(t, minted, newTargetSecret(cred, m, nil))
 		plain := cred.DeepCopy()
 		plain.Spec.SecretTemplate = nil
-		checkBookkeeping(t, operatorAnnotations(targetSecret(plain, m, "").Annotations), operatorAnnotations(minted.Annotations))
+		checkBookkeeping(t, operatorAnnotations(targetSecret(plain, m, nil, "").Annotations), operatorAnnotations(minted.Annotations))
 
 		// Re-applying a stored Secret carrying arbitrary annotations and a
 		// foreign owner reference keeps the same guarantees.
@@ -77,7 +77,7 @@ func FuzzTargetSecret(f *testing.F) {
 			Type: corev1.SecretTypeServiceAccountToken,
 			Data: map[string][]byte{clearancev1alpha1.SecretKeyToken: []byte("t")},
 		}
-		reapplied := reapplySecret(cred, stored)
+		reapplied := reapplySecret(cred, stored, m.connection, nil)
 		checkTargetSecret(t, cred, reapplied, false)
 		checkBookkeeping(t, operatorAnnotations(stored.Annotations), operatorAnnotations(reapplied.Annotations))
 	})

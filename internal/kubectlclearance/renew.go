@@ -178,7 +178,11 @@ const waitingForOperator = "waiting for the operator"
 // renewed reports what the new token is ("expires at ..."), or why the
 // credential is not done yet, or the error of a failed read.
 func (r *renewOptions) renewed(ctx context.Context, c client.Client, k types.NamespacedName, requested string) (done, why string, err error) {
-	cred, err := getCredential(ctx, c, k.Namespace, k.Name)
+	name := k.Name
+	if k.Namespace == "" { // a cluster credential
+		name = clusterKindPrefixes[0] + name
+	}
+	cred, err := getCredential(ctx, c, k.Namespace, name)
 	if err != nil {
 		return "", "", err
 	}

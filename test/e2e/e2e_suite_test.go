@@ -36,7 +36,7 @@ import (
 // connectionFiles is how many clients (connection files) the emulator
 // generates: one per credential, so its per-client counters tell exactly how
 // often each credential was minted.
-const connectionFiles = 10
+const connectionFiles = 12
 
 var (
 	testEnv   *envtest.Environment

@@ -15,4 +15,5 @@ var _ = Describe("Install and operate", Ordered, ContinueOnFailure, func() {
 	pluginSpecs()
 	leaderElectionSpecs()
 	namespacedSpecs()
+	clusterSpecs()
 })

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -264,6 +265,14 @@ func managerArgs(deploy *unstructured.Unstructured, metricsAddr, probeAddr strin
 	// The emulator is plain http on loopback; the egress flags are passed
 	// here rather than through the chart values so that every rendering
 	// (chart, namespaced chart, kustomize) runs with its shipped policy.
+	// The downward API's POD_NAMESPACE, which the manager defaults
+	// --cluster-resource-namespace to.
+	for _, e := range c.Env {
+		if e.Name == "POD_NAMESPACE" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace" &&
+			!slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--cluster-resource-namespace=") }) {
+			args = append(args, "--cluster-resource-namespace="+deploy.GetNamespace())
+		}
+	}
 	args = append(args, testutil.EmulatorEgressFlags...)
 	return append(args, "--leader-election-namespace="+deploy.GetNamespace(),
 		"--leader-elect-lease-duration=15s", "--leader-elect-renew-deadline=10s", "--leader-elect-retry-period=2s")

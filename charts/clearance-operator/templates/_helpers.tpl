@@ -58,6 +58,13 @@ The manager's rules, taken from config/rbac/role.yaml (generated from the
 controller's +kubebuilder:rbac markers and copied by hack/sync-chart.sh), so
 the chart can never drift from what the code needs.
 */}}
+{{/*
+The namespace holding the connection Secrets of ClusterClearanceCredentials.
+*/}}
+{{- define "clearance-operator.clusterResourceNamespace" -}}
+{{- default .Release.Namespace .Values.clusterCredentials.resourceNamespace }}
+{{- end }}
+
 {{- define "clearance-operator.managerRules" -}}
 {{- $role := .Files.Get "files/rbac/manager-role.yaml" | fromYaml }}
 {{- if not $role.rules }}
