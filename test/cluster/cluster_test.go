@@ -168,8 +168,11 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 		}).WithTimeout(2 * tokenTTL).WithPolling(2 * time.Second).Should(Succeed())
 	})
 
-	It("deletes the token Secret through the garbage collector when the credential is deleted", func() {
-		// Without a running operator only the garbage collector can delete it.
+	It("deletes the token Secrets through the garbage collector when the credentials are deleted", func() {
+		shared := createClusterCredential("shared", []string{"shared-a", "shared-b"})
+		shared.expectServed(time.Minute)
+
+		// Without a running operator only the garbage collector can delete them.
 		_, err := kubectl("scale", "deployment", "--namespace", operatorNS, "--all", "--replicas=0")
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(func(g Gomega) []corev1.Pod {
@@ -191,14 +194,26 @@ var _ = Describe("the operator on a real node", Ordered, func() {
 		Expect(metav1.GetControllerOf(secret)).NotTo(BeNil())
 		Expect(metav1.GetControllerOf(secret).UID).To(Equal(c.UID))
 
+		cc := shared.get(Default)
+		targets := []client.ObjectKey{{Namespace: appsNS, Name: cred.secretName}}
+		for _, ns := range shared.namespaces {
+			s := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: shared.secretName}, s)).To(Succeed())
+			Expect(metav1.GetControllerOf(s)).To(And(HaveField("Kind", "ClusterClearanceCredential"), HaveField("UID", cc.UID)))
+			targets = append(targets, client.ObjectKeyFromObject(s))
+		}
+
 		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, cc)).To(Succeed())
 		start := time.Now()
-		Eventually(func() bool {
-			ctx, cancel := withTimeout(10 * time.Second)
-			defer cancel()
-			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: appsNS, Name: cred.secretName}, &corev1.Secret{}))
-		}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(BeTrue(), "the garbage collector left the token Secret")
-		GinkgoWriter.Printf("token Secret garbage-collected %s after the credential's deletion\n", time.Since(start).Round(100*time.Millisecond))
+		for _, key := range targets {
+			Eventually(func() bool {
+				ctx, cancel := withTimeout(10 * time.Second)
+				defer cancel()
+				return apierrors.IsNotFound(k8sClient.Get(ctx, key, &corev1.Secret{}))
+			}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(BeTrue(), "the garbage collector left the token Secret %s", key)
+		}
+		GinkgoWriter.Printf("%d token Secrets garbage-collected %s after their credentials' deletion\n", len(targets), time.Since(start).Round(100*time.Millisecond))
 	})
 
 	It("does not serve a credential outside the chart's namespaces, by RBAC", func() {

@@ -180,6 +180,64 @@ func (c credential) get(g Gomega) *clearancev1alpha1.ClearanceCredential {
 	return cred
 }
 
+// clusterCredential is a ClusterClearanceCredential created by a spec, with
+// its connection Secret in the operator's namespace (the chart's cluster
+// resource namespace).
+type clusterCredential struct {
+	name, secretName string
+	namespaces       []string
+}
+
+// createClusterCredential creates the namespaces and a cluster credential
+// that names them, for a new client of the emulator.
+func createClusterCredential(name string, namespaces []string) clusterCredential {
+	for _, ns := range namespaces {
+		createNamespace(ns)
+	}
+	cf, err := emulator.NewConnectionFile(clearancetest.WithSTSAddresses(stsBaseURL))
+	Expect(err).NotTo(HaveOccurred())
+	c := clusterCredential{name: name, secretName: name + "-token", namespaces: namespaces}
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	Expect(k8sClient.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: name + "-connection"},
+		Data:       map[string][]byte{clearancev1alpha1.DefaultConnectionSecretKey: cf.Data},
+	})).To(Succeed())
+	Expect(k8sClient.Create(ctx, &clearancev1alpha1.ClusterClearanceCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: clearancev1alpha1.ClusterClearanceCredentialSpec{
+			ConnectionSecretRef: clearancev1alpha1.SecretKeyRef{Name: name + "-connection", Key: clearancev1alpha1.DefaultConnectionSecretKey},
+			SecretName:          c.secretName,
+			Namespaces:          namespaces,
+		},
+	})).To(Succeed())
+	return c
+}
+
+func (c clusterCredential) get(g Gomega) *clearancev1alpha1.ClusterClearanceCredential {
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	cc := &clearancev1alpha1.ClusterClearanceCredential{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: c.name}, cc)).To(Succeed())
+	return cc
+}
+
+// expectServed waits until the Secret in every namespace holds the same
+// token, one that the emulator accepts.
+func (c clusterCredential) expectServed(timeout time.Duration) {
+	Eventually(func(g Gomega) {
+		var tokens []string
+		for _, ns := range c.namespaces {
+			tok := credential{namespace: ns, secretName: c.secretName}.token(g)
+			g.Expect(tok).NotTo(BeEmpty(), "no token in %s/%s yet", ns, c.secretName)
+			_, err := emulator.VerifyAccessToken(tok)
+			g.Expect(err).NotTo(HaveOccurred())
+			tokens = append(tokens, tok)
+		}
+		g.Expect(slices.Compact(tokens)).To(HaveLen(1), "the namespaces hold different tokens")
+	}).WithTimeout(timeout).WithPolling(time.Second).Should(Succeed())
+}
+
 // token returns the token in the credential's Secret ("" while there is
 // none). Never print it.
 func (c credential) token(g Gomega) string {
