@@ -112,6 +112,16 @@ var _ = Describe("ClusterClearanceCredential controller", Ordered, func() {
 		Expect(cc.Status.SelectedNamespaces).To(BeEquivalentTo(50))
 		Expect(cc.Status.ConflictingNamespaceCount).To(BeZero())
 
+		By("exposing the cluster credential's series, which have a name and no namespace")
+		Eventually(func() float64 {
+			v, _ := gaugeLookup("clearance_cluster_credential_written_namespaces", "", "fifty")
+			return v
+		}).Should(Equal(50.0))
+		Expect(gaugeValue("clearance_cluster_credential_ready", "", "fifty")).To(Equal(1.0))
+		Expect(gaugeValue("clearance_cluster_credential_selected_namespaces", "", "fifty")).To(Equal(50.0))
+		Expect(gaugeValue("clearance_cluster_credential_conflicting_namespaces", "", "fifty")).To(BeZero())
+		Expect(gaugeValue("clearance_cluster_token_expiration_timestamp_seconds", "", "fifty")).To(BeNumerically(">", float64(time.Now().Unix())))
+
 		s, err := getSecret(ctx, namespaces[0], "clearance-token")
 		Expect(err).NotTo(HaveOccurred())
 		expiresAt, err := time.Parse(time.RFC3339, string(s.Data[clearancev1alpha1.SecretKeyExpiresAt]))

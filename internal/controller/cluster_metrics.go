@@ -2,10 +2,8 @@ package controller
 
 import (
 	"context"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -29,55 +27,26 @@ var (
 	clusterConflictingDesc = prometheus.NewDesc("clearance_cluster_credential_conflicting_namespaces",
 		"Selected namespaces where a Secret of the target name is not controlled by the cluster credential.", []string{"name"}, nil)
 
-	clusterCredentialMetrics = &clusterCredentialCollector{}
+	clusterCredentialMetrics = &statusCollector{
+		descs: []*prometheus.Desc{clusterCredentialReadyDesc, clusterTokenExpirationDesc, clusterTokenRenewalDesc,
+			clusterSelectedDesc, clusterWrittenDesc, clusterConflictingDesc},
+		collect: collectClusterCredentials,
+	}
 )
 
 func init() {
 	metrics.Registry.MustRegister(clusterCredentialMetrics)
 }
 
-// clusterCredentialCollector derives the cluster credentials' series from
-// their status in the informer cache (see credentialCollector).
-type clusterCredentialCollector struct {
-	mu     sync.RWMutex
-	reader client.Reader
-}
-
-func (c *clusterCredentialCollector) setReader(r client.Reader) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.reader = r
-}
-
-// Describe implements prometheus.Collector.
-func (c *clusterCredentialCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{clusterCredentialReadyDesc, clusterTokenExpirationDesc, clusterTokenRenewalDesc,
-		clusterSelectedDesc, clusterWrittenDesc, clusterConflictingDesc} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *clusterCredentialCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.RLock()
-	reader := c.reader
-	c.mu.RUnlock()
-	if reader == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), credentialListTimeout)
-	defer cancel()
+// collectClusterCredentials sends the cluster credentials' series.
+func collectClusterCredentials(ctx context.Context, reader client.Reader, ch chan<- prometheus.Metric) error {
 	list := &clearancev1alpha1.ClusterClearanceCredentialList{}
 	if err := reader.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-		return
+		return err
 	}
 	for i := range list.Items {
 		cc := &list.Items[i]
-		ready := 0.0
-		if meta.IsStatusConditionTrue(cc.Status.Conditions, clearancev1alpha1.ConditionReady) {
-			ready = 1
-		}
-		ch <- prometheus.MustNewConstMetric(clusterCredentialReadyDesc, prometheus.GaugeValue, ready, cc.Name)
+		ch <- prometheus.MustNewConstMetric(clusterCredentialReadyDesc, prometheus.GaugeValue, readyValue(cc.Status.Conditions), cc.Name)
 		if t := cc.Status.ExpiresAt; t != nil {
 			ch <- prometheus.MustNewConstMetric(clusterTokenExpirationDesc, prometheus.GaugeValue, unixSeconds(t), cc.Name)
 		}
@@ -88,4 +57,5 @@ func (c *clusterCredentialCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(clusterWrittenDesc, prometheus.GaugeValue, float64(cc.Status.WrittenNamespaces), cc.Name)
 		ch <- prometheus.MustNewConstMetric(clusterConflictingDesc, prometheus.GaugeValue, float64(cc.Status.ConflictingNamespaceCount), cc.Name)
 	}
+	return nil
 }

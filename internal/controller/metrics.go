@@ -36,7 +36,10 @@ var (
 		Help:    "Duration of token requests to the Clearance STS, failover included.",
 		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
-	credentialMetrics = &credentialCollector{}
+	credentialMetrics = &statusCollector{
+		descs:   []*prometheus.Desc{credentialReadyDesc, tokenExpirationDesc, tokenRenewalDesc},
+		collect: collectCredentials,
+	}
 )
 
 func init() {
@@ -59,31 +62,36 @@ var (
 // only waits when the cache has not synced yet).
 const credentialListTimeout = 5 * time.Second
 
-// credentialCollector derives the per-credential series at scrape time from
-// the ClearanceCredentials' status in the informer cache, like
-// kube-state-metrics does: the status already says all of it, so nothing is
-// held per credential, and a deleted credential's series disappear with it.
-type credentialCollector struct {
+// statusCollector derives per-object series at scrape time from the
+// objects' status in the informer cache, like kube-state-metrics does: the
+// status already says all of it, so nothing is held per object, and a
+// deleted object's series disappear with it.
+type statusCollector struct {
+	descs []*prometheus.Desc
+	// collect lists the objects through the reader and sends their series.
+	collect func(ctx context.Context, reader client.Reader, ch chan<- prometheus.Metric) error
+
 	mu     sync.RWMutex
 	reader client.Reader
 }
 
 // setReader points the collector at the manager's cache.
-func (c *credentialCollector) setReader(r client.Reader) {
+func (c *statusCollector) setReader(r client.Reader) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reader = r
 }
 
 // Describe implements prometheus.Collector.
-func (c *credentialCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- credentialReadyDesc
-	ch <- tokenExpirationDesc
-	ch <- tokenRenewalDesc
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
 }
 
-// Collect implements prometheus.Collector.
-func (c *credentialCollector) Collect(ch chan<- prometheus.Metric) {
+// Collect implements prometheus.Collector. Until the cache can answer there
+// are no series: a failed scrape would hide the other metrics.
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.RLock()
 	reader := c.reader
 	c.mu.RUnlock()
@@ -92,18 +100,19 @@ func (c *credentialCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), credentialListTimeout)
 	defer cancel()
+	_ = c.collect(ctx, reader, ch)
+}
+
+// collectCredentials sends the ClearanceCredentials' series.
+func collectCredentials(ctx context.Context, reader client.Reader, ch chan<- prometheus.Metric) error {
 	list := &clearancev1alpha1.ClearanceCredentialList{}
 	// Read-only use of the cached objects: no copy of 10,000 of them per scrape.
 	if err := reader.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-		return // no series until the cache can answer; a failed scrape would hide the other metrics
+		return err
 	}
 	for i := range list.Items {
 		cred := &list.Items[i]
-		ready := 0.0
-		if meta.IsStatusConditionTrue(cred.Status.Conditions, clearancev1alpha1.ConditionReady) {
-			ready = 1
-		}
-		ch <- prometheus.MustNewConstMetric(credentialReadyDesc, prometheus.GaugeValue, ready, cred.Namespace, cred.Name)
+		ch <- prometheus.MustNewConstMetric(credentialReadyDesc, prometheus.GaugeValue, readyValue(cred.Status.Conditions), cred.Namespace, cred.Name)
 		if t := cred.Status.ExpiresAt; t != nil {
 			ch <- prometheus.MustNewConstMetric(tokenExpirationDesc, prometheus.GaugeValue, unixSeconds(t), cred.Namespace, cred.Name)
 		}
@@ -111,6 +120,15 @@ func (c *credentialCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(tokenRenewalDesc, prometheus.GaugeValue, unixSeconds(t), cred.Namespace, cred.Name)
 		}
 	}
+	return nil
+}
+
+// readyValue is 1 when the Ready condition is True, else 0.
+func readyValue(conditions []metav1.Condition) float64 {
+	if meta.IsStatusConditionTrue(conditions, clearancev1alpha1.ConditionReady) {
+		return 1
+	}
+	return 0
 }
 
 func unixSeconds(t *metav1.Time) float64 { return float64(t.Unix()) }
