@@ -536,10 +536,12 @@ func (r *ClusterClearanceCredentialReconciler) deleteStrays(ctx context.Context,
 	for _, s := range strays {
 		err := r.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}},
 			client.Preconditions{UID: &s.UID})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		switch {
+		case err == nil:
+			log.FromContext(ctx).Info("deleted the target Secret of a namespace no longer selected", "namespace", s.Namespace, "secret", s.Name)
+		case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
 			return fmt.Errorf("deleting Secret %s/%s of a namespace no longer selected: %w", s.Namespace, s.Name, err)
 		}
-		log.FromContext(ctx).Info("deleted the target Secret of a namespace no longer selected", "namespace", s.Namespace, "secret", s.Name)
 	}
 	return nil
 }
