@@ -204,8 +204,11 @@ func (r *ClusterClearanceCredentialReconciler) runSteps(ctx context.Context, cc 
 		}
 		if f.target.fromCache {
 			// As for a ClearanceCredential: a mint is confirmed against the apiserver.
-			if f.target, err = r.readLive(ctx, cc, f.target.secret); err != nil {
+			if f.target, err = r.readLive(ctx, cc, targets.referenceKey(cc.Spec.SecretName)); err != nil {
 				return f, err
+			}
+			if targets.reference.secret == nil {
+				targets.reference = f.target // the cache had none: copy the live one
 			}
 			if f.decision = r.steps.decide(cred, src, f.target.stored, now); !f.decision.Mint() || f.decision.Deferred(now) {
 				f.problem, err = r.spreadStored(ctx, cc, src, &targets, &f)
@@ -357,7 +360,21 @@ func (r *ClusterClearanceCredentialReconciler) readTargets(ctx context.Context, 
 		}
 	}
 	t.reference = pickReference(t.bySelected)
+	if t.reference.secret == nil && cc.Status.LastRequestTime != nil {
+		// As for a ClearanceCredential: after a token request, finding no
+		// Secret may be the cache lagging behind our own writes.
+		t.reference.fromCache = true
+	}
 	return t, nil
+}
+
+// referenceKey names the Secret a mint is confirmed against: the
+// reference, or, when the cache holds none, the first selected namespace's.
+func (t *clusterTargets) referenceKey(secretName string) types.NamespacedName {
+	if ref := t.reference.secret; ref != nil {
+		return client.ObjectKeyFromObject(ref)
+	}
+	return types.NamespacedName{Namespace: t.selected()[0], Name: secretName}
 }
 
 // pickReference returns the Secret that stands for the stored token: the
@@ -386,9 +403,9 @@ func pickReference(secrets map[string]*corev1.Secret) targetFound {
 	return targetFound{secret: best, stored: storedTokenFrom(best), fromCache: true}
 }
 
-// readLive reads the reference Secret again from the apiserver.
-func (r *ClusterClearanceCredentialReconciler) readLive(ctx context.Context, cc *clearancev1alpha1.ClusterClearanceCredential, ref *corev1.Secret) (targetFound, error) {
-	full, err := r.getControlled(ctx, cc, client.ObjectKeyFromObject(ref))
+// readLive reads the reference Secret from the apiserver.
+func (r *ClusterClearanceCredentialReconciler) readLive(ctx context.Context, cc *clearancev1alpha1.ClusterClearanceCredential, key types.NamespacedName) (targetFound, error) {
+	full, err := r.getControlled(ctx, cc, key)
 	if err != nil || full == nil {
 		return targetFound{}, err
 	}

@@ -104,8 +104,9 @@ type harness struct {
 	// failSecretWrites is how many of the next Secret writes (create, apply,
 	// patch or update) the API server refuses as unavailable.
 	failSecretWrites int
-	// targetNotCached: the cached client has not seen the target Secret
-	// yet, as when its informer lags behind the reconciler's own create.
+	// targetNotCached: the cached client has not seen the target Secrets
+	// (testTarget, in any namespace) yet, as when its informer lags behind
+	// the reconciler's own create.
 	targetNotCached bool
 }
 
@@ -126,7 +127,7 @@ func newHarness(t *testing.T, mutate ...func(*clearancev1alpha1.ClearanceCredent
 	h.minter = &fakeMinter{clock: h.clock}
 	h.store = fake.NewClientBuilder().
 		WithScheme(s).
-		WithStatusSubresource(&clearancev1alpha1.ClearanceCredential{}).
+		WithStatusSubresource(&clearancev1alpha1.ClearanceCredential{}, &clearancev1alpha1.ClusterClearanceCredential{}).
 		Build()
 	h.apiserver = interceptor.NewClient(h.store, interceptor.Funcs{
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
@@ -173,7 +174,7 @@ func newHarness(t *testing.T, mutate ...func(*clearancev1alpha1.ClearanceCredent
 		},
 	})
 	h.cached = managedSecretCacheView(t, h.apiserver, func(key client.ObjectKey) bool {
-		return h.targetNotCached && key == types.NamespacedName{Namespace: testNamespace, Name: testTarget}
+		return h.targetNotCached && key.Name == testTarget
 	})
 	h.metadata = unmanagedSecretMetadataView(h.apiserver)
 	h.r = h.newReconciler()
@@ -240,6 +241,21 @@ func managedSecretCacheView(t *testing.T, api client.WithWatch, notSeen func(cli
 	if secrets == nil {
 		t.Fatal("ManagedSecretsCacheOptions has no Secret options")
 	}
+	// cached returns the Secret as the cache holds it, or false when the cache has none.
+	cached := func(s *corev1.Secret) (bool, error) {
+		if notSeen(client.ObjectKeyFromObject(s)) || secrets.Label != nil && !secrets.Label.Matches(labels.Set(s.Labels)) {
+			return false, nil
+		}
+		if secrets.Transform == nil {
+			return true, nil
+		}
+		out, err := secrets.Transform(s)
+		if err != nil {
+			return false, err
+		}
+		*s = *out.(*corev1.Secret)
+		return true, nil
+	}
 	return interceptor.NewClient(api, interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if err := c.Get(ctx, key, obj, opts...); err != nil {
@@ -249,17 +265,31 @@ func managedSecretCacheView(t *testing.T, api client.WithWatch, notSeen func(cli
 			if !ok {
 				return nil
 			}
-			if notSeen(key) || secrets.Label != nil && !secrets.Label.Matches(labels.Set(s.Labels)) {
-				return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+			found, err := cached(s)
+			if err == nil && !found {
+				err = apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
 			}
-			if secrets.Transform == nil {
-				return nil
-			}
-			out, err := secrets.Transform(s)
-			if err != nil {
+			return err
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if err := c.List(ctx, list, opts...); err != nil {
 				return err
 			}
-			*s = *out.(*corev1.Secret)
+			l, ok := list.(*corev1.SecretList)
+			if !ok {
+				return nil
+			}
+			kept := l.Items[:0]
+			for i := range l.Items {
+				found, err := cached(&l.Items[i])
+				if err != nil {
+					return err
+				}
+				if found {
+					kept = append(kept, l.Items[i])
+				}
+			}
+			l.Items = kept
 			return nil
 		},
 	})
