@@ -134,7 +134,7 @@ var _ = Describe("ClusterClearanceCredential controller", Ordered, func() {
 			renewed := sameToken(g, tokensIn(ctx, namespaces, "clearance-token"))
 			g.Expect(renewed).NotTo(Equal(first))
 		}).WithTimeout(20 * time.Second).Should(Succeed())
-		Expect(successes(srv, cf.ClientID())).To(BeNumerically("<=", 3), "one request per renewal (allowing one in flight)")
+		Expect(successes(srv, cf.ClientID())).To(BeEquivalentTo(2), "one request per renewal")
 		Expect(requests(srv, cf.ClientID())).To(Equal(successes(srv, cf.ClientID())))
 		Consistently(func(g Gomega) { sameToken(g, tokensIn(ctx, namespaces, "clearance-token")) }, 2*time.Second).Should(Succeed())
 
